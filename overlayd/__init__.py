@@ -1,0 +1,1 @@
+"""overlayd: the node daemon of a flannel-compatible VXLAN overlay."""

@@ -1,0 +1,141 @@
+"""The lease record, and its flannel-compatible encodings.
+
+A lease is plain data: the daemon computes the datapath from a set of these and
+nothing else. The etcd key is flannel's (`10.244.3.0-24`, dual-stack
+`10.244.3.0-24&fc00::-64`), the value flannel's lease JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from typing import Literal, Optional
+
+IPv4Network = ipaddress.IPv4Network
+IPv6Network = ipaddress.IPv6Network
+
+
+class LeaseFormatError(ValueError):
+    """A key or value in the store is not a lease we understand."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    subnet: Optional[IPv4Network]
+    public_ip: Optional[ipaddress.IPv4Address]
+    backend_type: str = "vxlan"
+    # BackendData of a vxlan lease: {"VNI": 1, "VtepMAC": "aa:bb:.."}; kept as a dict so
+    # other backend types pass through untouched.
+    backend_data: dict = dataclasses.field(default_factory=dict, hash=False, compare=True)
+    ipv6_subnet: Optional[IPv6Network] = None
+    public_ipv6: Optional[ipaddress.IPv6Address] = None
+    backend_v6_data: dict = dataclasses.field(default_factory=dict, hash=False, compare=True)
+    # Store bookkeeping: the etcd lease ID (None = a reservation, never expires) and the
+    # seconds left on it when read; the Kubernetes node name in kube mode.
+    lease_id: Optional[int] = dataclasses.field(default=None, compare=False)
+    ttl: Optional[int] = dataclasses.field(default=None, compare=False)
+    node_name: Optional[str] = dataclasses.field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return subnet_key(self.subnet, self.ipv6_subnet)
+
+    @property
+    def vtep_mac(self) -> Optional[str]:
+        mac = self.backend_data.get("VtepMAC")
+        return mac.lower() if isinstance(mac, str) else None
+
+    @property
+    def vtep_mac_v6(self) -> Optional[str]:
+        mac = self.backend_v6_data.get("VtepMAC")
+        return mac.lower() if isinstance(mac, str) else None
+
+    @property
+    def vni(self) -> Optional[int]:
+        vni = self.backend_data.get("VNI")
+        return vni if isinstance(vni, int) else None
+
+    def to_json(self) -> str:
+        """flannel's lease JSON (the etcd value, and the kube annotations' content)."""
+        doc: dict = {}
+        if self.public_ip is not None:
+            doc["PublicIP"] = str(self.public_ip)
+        if self.public_ipv6 is not None:
+            doc["PublicIPv6"] = str(self.public_ipv6)
+        doc["BackendType"] = self.backend_type
+        if self.backend_data:
+            doc["BackendData"] = self.backend_data
+        if self.backend_v6_data:
+            doc["BackendV6Data"] = self.backend_v6_data
+        return json.dumps(doc, separators=(",", ":"))
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseEvent:
+    """One change seen by a watch. `removed` carries the last known lease."""
+    kind: Literal["added", "removed"]
+    lease: Lease
+
+
+def subnet_key(subnet: Optional[IPv4Network], ipv6_subnet: Optional[IPv6Network] = None) -> str:
+    parts = []
+    if subnet is not None:
+        parts.append(f"{subnet.network_address}-{subnet.prefixlen}")
+    if ipv6_subnet is not None:
+        parts.append(f"{ipv6_subnet.network_address}-{ipv6_subnet.prefixlen}")
+    if not parts:
+        raise ValueError("a lease needs an IPv4 or an IPv6 subnet")
+    return "&".join(parts)
+
+
+def parse_subnet_key(key: str) -> tuple[Optional[IPv4Network], Optional[IPv6Network]]:
+    """`10.244.3.0-24` or `10.244.3.0-24&fc00::-64` (the last path element of the etcd key)."""
+    v4 = v6 = None
+    for part in key.rsplit("/", 1)[-1].split("&"):
+        addr, sep, plen = part.rpartition("-")
+        if not sep or not plen.isdigit():
+            raise LeaseFormatError(f"subnet key {key!r}: expected ADDRESS-PREFIXLEN")
+        try:
+            net = ipaddress.ip_network(f"{addr}/{plen}")
+        except ValueError as err:
+            raise LeaseFormatError(f"subnet key {key!r}: {err}") from None
+        if net.version == 4:
+            v4 = net
+        else:
+            v6 = net
+    return v4, v6
+
+
+def lease_from_json(key: str, value: str | bytes, *, lease_id: Optional[int] = None,
+                    ttl: Optional[int] = None) -> Lease:
+    v4, v6 = parse_subnet_key(key)
+    try:
+        doc = json.loads(value)
+    except ValueError as err:
+        raise LeaseFormatError(f"lease {key!r}: value is not JSON ({err})") from None
+    if not isinstance(doc, dict):
+        raise LeaseFormatError(f"lease {key!r}: value is not a JSON object")
+
+    def ip(field, version):
+        raw = doc.get(field)
+        if raw in (None, ""):
+            return None
+        try:
+            addr = ipaddress.ip_address(raw)
+        except ValueError:
+            raise LeaseFormatError(f"lease {key!r}: {field} {raw!r} is not an IP address") from None
+        if addr.version != version:
+            raise LeaseFormatError(f"lease {key!r}: {field} {raw!r} is not IPv{version}")
+        return addr
+
+    return Lease(
+        subnet=v4,
+        public_ip=ip("PublicIP", 4),
+        backend_type=doc.get("BackendType") or "vxlan",
+        backend_data=doc.get("BackendData") or {},
+        ipv6_subnet=v6,
+        public_ipv6=ip("PublicIPv6", 6),
+        backend_v6_data=doc.get("BackendV6Data") or {},
+        lease_id=lease_id,
+        ttl=ttl,
+    )
