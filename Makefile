@@ -8,7 +8,7 @@ DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nft
 	iputils-ping iperf3 python3-venv shellcheck procps
 PYTEST_ARGS ?=
 
-.PHONY: deps deb venv test demo bench clean lint
+.PHONY: deps deb venv test demo bench clean kind-e2e
 
 deps: deb venv
 
@@ -35,6 +35,10 @@ demo: deps
 
 bench: deps
 	$(PY) -m bench
+
+# Needs Docker and kind; not run by `make test` (static checks of it are).
+kind-e2e: deps
+	bash e2e/kind/run.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
