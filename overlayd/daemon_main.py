@@ -1,0 +1,96 @@
+"""`overlayd [flags]`: parse flanneld's flags into settings, build the parts, run the daemon."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Optional
+
+from .errors import OverlayError
+from .settings import DaemonSettings
+
+log = logging.getLogger("overlayd")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
+
+
+def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.ArgumentParser:
+    from .backend_flags import add_backend_arguments
+
+    epilog = None
+    if subcommands:
+        epilog = "subcommands:\n" + "\n".join(f"  overlayd {n:<12} {h}" for n, h in sorted(subcommands.items()))
+    p = argparse.ArgumentParser(
+        prog="overlayd", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
+        description="The overlayd node daemon: leases this node's pod subnet and programs the VXLAN "
+                    "overlay to every peer. Flag names are flanneld's.")
+    add_backend_arguments(p)
+    d = DaemonSettings()
+    p.add_argument("--iface", action="append", default=[], metavar="NAME|IP",
+                   help="underlay interface (name or IP); repeatable, first match wins")
+    p.add_argument("--iface-regex", action="append", default=[], metavar="REGEX",
+                   help="regex matched against interface names, then IPs; repeatable")
+    p.add_argument("--iface-can-reach", metavar="IP", help="use the interface that routes to this IP")
+    p.add_argument("--public-ip", metavar="IP", help="IP peers use to reach this node (default: the underlay's)")
+    p.add_argument("--public-ipv6", metavar="IP", help="IPv6 peers use to reach this node")
+    p.add_argument("--subnet-file", default=d.subnet_file, help="where to write subnet.env (default %(default)s)")
+    p.add_argument("--ip-masq", action="store_true", help="masquerade traffic leaving the pod network")
+    p.add_argument("--iptables-forward-rules", type=_bool, default=d.iptables_forward_rules, metavar="BOOL",
+                   help="accept forwarded pod-network traffic in FORWARD (default %(default)s)")
+    p.add_argument("--healthz-ip", default=d.healthz_ip, help="health/metrics listen address (default %(default)s)")
+    p.add_argument("--healthz-port", type=int, default=d.healthz_port,
+                   help="health/metrics port; 0 turns the server off (default %(default)s)")
+    p.add_argument("--resync", type=float, default=d.resync, metavar="SECONDS",
+                   help="full reconcile period (default %(default)s)")
+    p.add_argument("--vxlan-tx-checksum-off", action="store_true",
+                   help="turn off tx checksum offload on the vxlan device (flannel #2152)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
+    return DaemonSettings(
+        subnet_file=args.subnet_file, ifaces=tuple(args.iface), iface_regex=tuple(args.iface_regex),
+        iface_can_reach=args.iface_can_reach, public_ip=args.public_ip, public_ipv6=args.public_ipv6,
+        ip_masq=args.ip_masq, iptables_forward_rules=args.iptables_forward_rules,
+        healthz_ip=args.healthz_ip, healthz_port=args.healthz_port, resync=args.resync,
+        vxlan_tx_checksum_off=args.vxlan_tx_checksum_off)
+
+
+def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
+    args = build_parser(subcommands).parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from .backend_flags import make_backend
+    from .daemon import Daemon
+
+    try:
+        settings = settings_from_args(args)
+        backend = make_backend(args)
+        daemon = Daemon(settings, backend)
+    except (OverlayError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+
+    def _term(signum, frame):
+        log.info("signal %d: stopping; the datapath stays in place", signum)
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
+    try:
+        daemon.start()
+        daemon.run()
+    except OverlayError as err:
+        log.error("%s", err)
+        return 1
+    finally:
+        daemon.shutdown()
+    return 0

@@ -1,0 +1,23 @@
+"""The daemon's settings: one typed value, built from flags in daemon_main, passed in everywhere."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonSettings:
+    subnet_file: str = "/run/flannel/subnet.env"
+    ifaces: tuple[str, ...] = ()
+    iface_regex: tuple[str, ...] = ()
+    iface_can_reach: Optional[str] = None
+    public_ip: Optional[str] = None
+    public_ipv6: Optional[str] = None
+    ip_masq: bool = False
+    iptables_forward_rules: bool = True
+    healthz_ip: str = "0.0.0.0"
+    healthz_port: int = 0                 # 0: no health/metrics server
+    resync: float = 60.0                  # seconds between full reconciles
+    vxlan_tx_checksum_off: bool = False
+    device_name_format: str = "flannel.{vni}"
+    netns: Optional[str] = None           # run the datapath in this namespace (tests); None: our own
