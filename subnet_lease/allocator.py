@@ -1,0 +1,158 @@
+"""Choosing this node's subnet: a pure function of the config and the leases in the store.
+
+Order of preference (issue 3):
+1. this node's existing lease (same PublicIP, or PublicIPv6 on an IPv6-only network),
+   as long as it still fits the config — a reservation with our PublicIP counts too;
+2. the subnet from the previous subnet file, if it fits and nobody else holds it;
+3. a random free subnet between SubnetMin and SubnetMax.
+Every existing key blocks the subnets it overlaps, and keys with no etcd lease
+(reservations) are never handed to another node.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import random
+from typing import Iterable, Optional, Sequence
+
+from .config import NetConfig
+from .lease import Lease
+
+# Up to this many candidates we list the free ones and pick among them; above it (IPv6 pools)
+# we probe random candidates.
+_ENUMERATE_LIMIT = 1 << 16
+_PROBES = 4096
+
+
+class PoolExhausted(RuntimeError):
+    """No free subnet is left; the message names Network and SubnetLen."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    subnet: Optional[ipaddress.IPv4Network]
+    ipv6_subnet: Optional[ipaddress.IPv6Network]
+    existing: Optional[Lease] = None      # the own lease being reused, if any
+    reason: str = "random"                # "own-lease" | "previous" | "random"
+
+
+def fits(config: NetConfig, subnet, version: int) -> bool:
+    """Is `subnet` one of the config's candidates (right length, inside [SubnetMin, SubnetMax])?"""
+    if version == 4:
+        if not config.enable_ipv4:
+            return subnet is None
+        net, plen, lo, hi = config.network, config.subnet_len, config.subnet_min, config.subnet_max
+    else:
+        if not config.enable_ipv6:
+            return subnet is None
+        net, plen, lo, hi = (config.ipv6_network, config.ipv6_subnet_len,
+                             config.ipv6_subnet_min, config.ipv6_subnet_max)
+    return (subnet is not None and subnet.version == version and subnet.prefixlen == plen
+            and subnet.subnet_of(net) and lo <= subnet.network_address <= hi)
+
+
+def lease_fits(config: NetConfig, lease: Lease) -> bool:
+    return fits(config, lease.subnet, 4) and fits(config, lease.ipv6_subnet, 6)
+
+
+def is_own(lease: Lease, public_ip, public_ipv6=None) -> bool:
+    if public_ip is not None and lease.public_ip is not None:
+        return lease.public_ip == public_ip
+    return public_ipv6 is not None and lease.public_ipv6 == public_ipv6
+
+
+def find_own(leases: Iterable[Lease], public_ip, public_ipv6=None) -> Optional[Lease]:
+    own = [lease for lease in leases if is_own(lease, public_ip, public_ipv6)]
+    # A live lease wins over a reservation only if both exist; then the oldest key order.
+    own.sort(key=lambda lease: (lease.lease_id is None, lease.key))
+    return own[0] if own else None
+
+
+class _Taken:
+    """The subnets blocked by existing keys, checked by overlap (mixed lengths are possible)."""
+
+    def __init__(self, nets: Iterable):
+        self._exact = set()
+        self._other = []
+        for net in nets:
+            if net is not None:
+                self._exact.add(net)
+                self._other.append(net)
+        self._by_len = {}
+        for net in self._other:
+            self._by_len.setdefault(net.prefixlen, set()).add(net)
+
+    def blocks(self, subnet) -> bool:
+        if subnet in self._exact:
+            return True
+        for plen, nets in self._by_len.items():
+            if plen == subnet.prefixlen:
+                continue
+            if plen < subnet.prefixlen:
+                if subnet.supernet(new_prefix=plen) in nets:
+                    return True
+            elif any(n.subnet_of(subnet) for n in nets):
+                return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._exact)
+
+
+def _pick(rng: random.Random, net, plen: int, lo, hi, taken: _Taken, config_desc: str):
+    size = 1 << (net.max_prefixlen - plen)
+    first, last = int(lo) // size, int(hi) // size
+    count = last - first + 1
+    make = ipaddress.IPv4Network if net.version == 4 else ipaddress.IPv6Network
+
+    def candidate(i):
+        return make((i * size, plen))
+
+    if count <= _ENUMERATE_LIMIT:
+        free = [i for i in range(first, last + 1) if not taken.blocks(candidate(i))]
+        if free:
+            return candidate(rng.choice(free))
+    else:
+        for _ in range(_PROBES):
+            c = candidate(rng.randint(first, last))
+            if not taken.blocks(c):
+                return c
+    raise PoolExhausted(f"no free subnet left: {config_desc} offers {count} subnets between "
+                        f"{lo} and {hi} and all are leased or reserved; widen the Network, "
+                        f"shorten SubnetLen, or delete stale leases")
+
+
+def choose_subnet(config: NetConfig, leases: Sequence[Lease], public_ip, *,
+                  public_ipv6=None, previous_subnet=None, previous_ipv6_subnet=None,
+                  rng: Optional[random.Random] = None) -> Choice:
+    rng = rng or random.Random()
+    own = find_own(leases, public_ip, public_ipv6)
+    if own is not None and lease_fits(config, own):
+        return Choice(own.subnet, own.ipv6_subnet, existing=own, reason="own-lease")
+    others = [lease for lease in leases if lease is not own]
+    taken4 = _Taken(lease.subnet for lease in others)
+    taken6 = _Taken(lease.ipv6_subnet for lease in others)
+
+    v4 = v6 = None
+    reason = "random"
+    if config.enable_ipv4:
+        if fits(config, previous_subnet, 4) and not taken4.blocks(previous_subnet):
+            v4, reason = previous_subnet, "previous"
+        else:
+            v4 = _pick(rng, config.network, config.subnet_len, config.subnet_min, config.subnet_max,
+                       taken4, f"Network {config.network} with SubnetLen {config.subnet_len}")
+    if config.enable_ipv6:
+        if fits(config, previous_ipv6_subnet, 6) and not taken6.blocks(previous_ipv6_subnet):
+            v6 = previous_ipv6_subnet
+            reason = "previous" if (v4 is None or reason == "previous") else reason
+        else:
+            v6 = _pick(rng, config.ipv6_network, config.ipv6_subnet_len, config.ipv6_subnet_min,
+                       config.ipv6_subnet_max, taken6,
+                       f"IPv6Network {config.ipv6_network} with IPv6SubnetLen {config.ipv6_subnet_len}")
+    return Choice(v4, v6, existing=None, reason=reason)
+
+
+def overlaps(a: Lease, b: Lease) -> bool:
+    """Do two leases share any address (v4 or v6)?"""
+    return any(x is not None and y is not None and x.overlaps(y)
+               for x, y in ((a.subnet, b.subnet), (a.ipv6_subnet, b.ipv6_subnet)))
