@@ -1,0 +1,1 @@
+"""One module per CNI command; each has run(request) -> result dict or None."""

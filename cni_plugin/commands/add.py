@@ -1,0 +1,36 @@
+"""ADD: subnet file -> delegate config -> saved for DEL -> delegate ADD (undone if it fails)."""
+from .. import delegate_conf, netns, subnet_env, versions
+from ..errors import CniError, INVALID_ENVIRONMENT
+from . import _shared
+
+
+def run(req):
+    version = versions.require_supported(req.cni_version, "ADD")
+    subnet = subnet_env.read(req.subnet_file)
+    conf = delegate_conf.build(req.netconf, subnet)
+    store = _shared.store(req)
+    delegate = _shared.delegate_for(req, conf)
+    with store.lock():
+        if netns.interface_exists(req.netns, req.ifname):
+            raise CniError(INVALID_ENVIRONMENT, f"interface {req.ifname} already exists in {req.netns}",
+                           "the runtime must DEL this attachment before adding it again, or use another CNI_IFNAME")
+        delegate_version = _shared.negotiate(req, delegate)
+        conf["cniVersion"] = delegate_version
+        store.save(req.container_id, req.ifname, {
+            "containerID": req.container_id, "ifname": req.ifname, "cniVersion": delegate_version,
+            "delegate": conf})
+        try:
+            result = delegate.call("ADD", _shared.with_prev_result(req, conf, delegate_version))
+        except BaseException:
+            _undo(delegate, conf, store, req)
+            raise
+    return versions.convert_result(result or {}, version)
+
+
+def _undo(delegate, conf, store, req) -> None:
+    """Whatever the delegate managed to create (veth, address reservation) goes again."""
+    try:
+        delegate.call("DEL", conf)
+    except CniError:
+        pass  # report the ADD failure, not the clean-up's
+    store.remove(req.container_id, req.ifname)
