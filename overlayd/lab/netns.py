@@ -68,10 +68,16 @@ def sysctl(netns: str, key: str, value: str) -> None:
 
 
 def add_veth(a: str, a_ns: str | None, b: str, b_ns: str | None, cleanup: Cleanup) -> None:
-    """A veth pair with end `a` in namespace a_ns and `b` in b_ns (None = where we are)."""
-    ip("link", "add", a, "type", "veth", "peer", "name", b)
-    cleanup.push(f"veth {a}", lambda: ip("link", "del", a, netns=a_ns, check=False))
+    """A veth pair with end `a` in namespace a_ns and `b` in b_ns (None = where we are).
+
+    Both ends are created directly inside their namespaces, so a name such as eth0 never
+    collides with the root namespace's own links.
+    """
+    cmd = ["link", "add", a]
     if a_ns:
-        ip("link", "set", a, "netns", a_ns)
+        cmd += ["netns", a_ns]
+    cmd += ["type", "veth", "peer", "name", b]
     if b_ns:
-        ip("link", "set", b, "netns", b_ns)
+        cmd += ["netns", b_ns]
+    ip(*cmd)
+    cleanup.push(f"veth {a}", lambda: ip("link", "del", a, netns=a_ns, check=False))

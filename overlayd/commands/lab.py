@@ -1,0 +1,126 @@
+"""`overlayd lab`: a multi-node cluster in network namespaces on this machine."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+HELP = "a multi-node cluster in network namespaces on this machine (up, status, check, down, demo)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    for action, text in (("up", "bring a lab up and leave it running"),
+                         ("demo", "up, print the connectivity matrix, down (what `make demo` runs)")):
+        p = sub.add_parser(action, help=text)
+        p.add_argument("--nodes", type=int, default=3)
+        p.add_argument("--pods-per-node", type=int, default=2)
+        p.add_argument("--name", help="lab name (default: a unique one)")
+        p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
+                       help="extra overlayd flag for every node, e.g. --daemon-arg=--ip-masq")
+    for action, text in (("status", "what a running lab consists of"),
+                         ("check", "ping every pod from every pod"),
+                         ("down", "remove everything a lab made")):
+        p = sub.add_parser(action, help=text)
+        p.add_argument("--name", help="which lab (default: the only one)")
+        if action != "down":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("list", help="names of the labs that are up")
+
+
+def _say(msg: str) -> None:
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
+
+
+def print_matrix(result: dict, out=sys.stdout) -> None:
+    pods = []
+    for row in result["pairs"]:
+        for key in ("src", "dst"):
+            if row[key] not in pods:
+                pods.append(row[key])
+    ok = {(r["src"], r["dst"]): r["ok"] for r in result["pairs"]}
+    ips = {r["src"]: r["src_ip"] for r in result["pairs"]}
+    width = max(len(p) for p in pods) + 2
+    print("connectivity (row pings column; ok = reply):", file=out)
+    print(" " * (width + 16) + "".join(p.ljust(width) for p in pods), file=out)
+    for src in pods:
+        cells = "".join(("-" if src == dst else ("ok" if ok[(src, dst)] else "FAIL")).ljust(width) for dst in pods)
+        print(f"{src.ljust(width)}{ips.get(src, '').ljust(16)}{cells}", file=out)
+    good = sum(1 for r in result["pairs"] if r["ok"])
+    cross = [r for r in result["pairs"] if r["cross_node"]]
+    print(f"{good}/{len(result['pairs'])} pairs reply ({sum(r['ok'] for r in cross)}/{len(cross)} across nodes)",
+          file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..lab.cleanup import interrupts_as_exceptions
+    from ..lab.cluster import Lab, list_labs
+    from ..lab.netns import LabError
+
+    try:
+        if args.action == "list":
+            print("\n".join(list_labs()))
+            return 0
+        if args.action in ("up", "demo"):
+            lab = Lab(args.name, log=_say, daemon_args=tuple(args.daemon_arg))
+            with interrupts_as_exceptions():
+                try:
+                    started = time.monotonic()
+                    lab.up(args.nodes, args.pods_per_node)
+                    _say(f"lab {lab.name} up in {time.monotonic() - started:.1f}s")
+                    if args.action == "up":
+                        print(lab.name)
+                        return 0
+                    return _demo(lab)
+                finally:
+                    if args.action == "demo":
+                        _say("removing everything the lab made")
+                        lab.down()
+        lab = Lab.load(args.name, log=_say)
+        if args.action == "status":
+            status = lab.status()
+            if args.json:
+                print(json.dumps(status, indent=1))
+            else:
+                print(f"lab {status['lab']}: etcd {status['etcd']} in {status['switch']}")
+                for n in status["nodes"]:
+                    print(f"  {n['name']}  {n['netns']}  underlay {n['underlay_ip']}  subnet {n['subnet']}  "
+                          f"overlayd {'running' if n['daemon_alive'] else 'NOT RUNNING'} (pid {n['daemon_pid']})")
+                for p in status["pods"]:
+                    print(f"  pod {p['name']} on {p['node']}: {p['ip']} ({p['netns']})")
+            return 0
+        if args.action == "check":
+            result = lab.check()
+            if args.json:
+                print(json.dumps(result, indent=1))
+            else:
+                print_matrix(result)
+            return 0 if result["ok"] else 1
+        if args.action == "down":
+            failed = lab.down()
+            _say(f"lab {lab.name} removed" + (f" (could not undo: {failed})" if failed else ""))
+            return 1 if failed else 0
+    except LabError as err:
+        _say(f"error: {err}")
+        return 1
+    except KeyboardInterrupt:
+        _say("interrupted; everything the lab made was removed")
+        return 130
+    return 2
+
+
+def _demo(lab) -> int:
+    _say("waiting for every node to route to every other node's subnet")
+    result = lab.check()
+    print()
+    for n in lab.status()["nodes"]:
+        print(f"node {n['name']} ({n['netns']}): underlay {n['underlay_ip']}, pod subnet {n['subnet']}")
+    print()
+    print(f"$ etcdctl get --prefix /coreos.com/network/subnets")
+    print(lab.etcd.etcdctl("get", "--prefix", "/coreos.com/network/subnets").stdout.rstrip())
+    print(f"$ etcdctl lease list")
+    print(lab.etcd.etcdctl("lease", "list").stdout.rstrip())
+    print()
+    print_matrix(result)
+    return 0 if result["ok"] else 1

@@ -1,0 +1,374 @@
+"""A multi-node cluster on one machine: an underlay switch, nodes, pods, a real etcd.
+
+    switch netns  <name>-sw : bridge br0 192.0.2.254/24, etcd on 192.0.2.254:2379
+    node netns    <name>-nI : eth0 192.0.2.I/24 (default via .254), overlayd, cni0 + pods
+    pod netns     <name>-nIpJ: eth0 from the CNI plugin (bridge + host-local)
+
+Every node has its own subnet file, CNI data and host-local directories under one work
+directory, so the nodes share this machine's filesystem without sharing state.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Optional
+
+from ..subnet_file import read_subnet_file as read_env
+from .cleanup import Cleanup
+from .etcd import EtcdServer, start_etcd
+from .netns import LabError, add_netns, add_veth, delete_netns, ip, netns_exists, run, sysctl, unique_token
+
+STATE_DIR = "/run/overlayd-lab"
+UNDERLAY = ipaddress.ip_network("192.0.2.0/24")
+SWITCH_IP = "192.0.2.254"
+DEFAULT_NET_CONF = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
+ETCD_PREFIX = "/coreos.com/network"
+
+
+def bin_dir() -> str:
+    """Where `overlayd` and the `overlay` CNI plugin are installed (beside this interpreter)."""
+    return os.path.dirname(os.path.abspath(sys.executable))
+
+
+@dataclasses.dataclass
+class Pod:
+    name: str
+    node: str
+    netns: str
+    container_id: str
+    ip: Optional[str] = None
+
+
+@dataclasses.dataclass
+class Node:
+    name: str
+    netns: str
+    underlay_ip: str
+    workdir: str
+    pid: Optional[int] = None
+    extra_args: list = dataclasses.field(default_factory=list)
+
+    @property
+    def subnet_file(self) -> str:
+        return os.path.join(self.workdir, "subnet.env")
+
+    @property
+    def log_file(self) -> str:
+        return os.path.join(self.workdir, "overlayd.log")
+
+    def netconf(self, network_name: str = "overlay-lab") -> dict:
+        return {"cniVersion": "1.0.0", "name": network_name, "type": "overlay",
+                "subnetFile": self.subnet_file, "dataDir": os.path.join(self.workdir, "cni"),
+                "ipam": {"dataDir": os.path.join(self.workdir, "ipam")},
+                "delegate": {"hairpinMode": True, "isDefaultGateway": True}}
+
+
+class Lab:
+    def __init__(self, name: Optional[str] = None, *, net_conf: Optional[dict] = None,
+                 log: Callable[[str], None] = lambda msg: None, daemon_args: tuple = ()):
+        self.name = name or f"ovl{unique_token()}"
+        self.net_conf = net_conf or DEFAULT_NET_CONF
+        self.log = log
+        self.daemon_args = list(daemon_args)
+        self.cleanup = Cleanup()
+        self.workdir = ""
+        self.switch = f"{self.name}-sw"
+        self.etcd: Optional[EtcdServer] = None
+        self.nodes: list[Node] = []
+        self.pods: list[Pod] = []
+
+    # -- bring-up -------------------------------------------------------------------------------
+    def up(self, nodes: int = 3, pods_per_node: int = 2, *, wait: float = 60) -> "Lab":
+        if not 1 <= nodes <= 200:
+            raise LabError(f"--nodes {nodes}: choose 1 to 200")
+        try:
+            self._make_underlay()
+            for i in range(1, nodes + 1):
+                self.add_node(i)
+            for node in self.nodes:
+                self.start_daemon(node)
+            for node in self.nodes:
+                self.wait_for_subnet_file(node, wait)
+            for node in self.nodes:
+                for j in range(1, pods_per_node + 1):
+                    self.add_pod(node, j)
+            self.save_state()
+            return self
+        except BaseException:
+            self.down()
+            raise
+
+    def _make_underlay(self) -> None:
+        self.workdir = tempfile.mkdtemp(prefix=f"overlayd-lab-{self.name}-")
+        self.cleanup.push(f"workdir {self.workdir}", lambda: shutil.rmtree(self.workdir, ignore_errors=True))
+        self.log(f"underlay switch {self.switch} ({UNDERLAY})")
+        add_netns(self.switch, self.cleanup)
+        ip("link", "add", "br0", "type", "bridge", netns=self.switch)
+        ip("addr", "add", f"{SWITCH_IP}/{UNDERLAY.prefixlen}", "dev", "br0", netns=self.switch)
+        ip("link", "set", "br0", "up", netns=self.switch)
+        self.etcd = start_etcd(self.cleanup, host=SWITCH_IP, netns=self.switch, port=2379)
+        self.log(f"etcd {self.etcd.endpoint} (in {self.switch})")
+        self.etcd.etcdctl("put", f"{ETCD_PREFIX}/config", json.dumps(self.net_conf))
+
+    def add_node(self, i: int) -> Node:
+        node = Node(name=f"n{i}", netns=f"{self.name}-n{i}", underlay_ip=str(UNDERLAY.network_address + i),
+                    workdir=os.path.join(self.workdir, f"n{i}"))
+        os.makedirs(node.workdir)
+        self.log(f"node {node.name}: netns {node.netns}, underlay {node.underlay_ip}")
+        add_netns(node.netns, self.cleanup)
+        add_veth(f"{self.name[-6:]}n{i}", self.switch, "eth0", node.netns, self.cleanup)
+        ip("link", "set", f"{self.name[-6:]}n{i}", "master", "br0", "up", netns=self.switch)
+        ip("addr", "add", f"{node.underlay_ip}/{UNDERLAY.prefixlen}", "dev", "eth0", netns=node.netns)
+        ip("link", "set", "eth0", "up", netns=node.netns)
+        ip("route", "add", "default", "via", SWITCH_IP, netns=node.netns)
+        sysctl(node.netns, "net.ipv4.ip_forward", "1")
+        self.nodes.append(node)
+        return node
+
+    # -- daemons --------------------------------------------------------------------------------
+    def daemon_command(self, node: Node) -> list[str]:
+        return [os.path.join(bin_dir(), "overlayd"), f"--etcd-endpoints={self.etcd.endpoint}",
+                f"--etcd-prefix={ETCD_PREFIX}", f"--subnet-file={node.subnet_file}",
+                *self.daemon_args, *node.extra_args]
+
+    def start_daemon(self, node: Node) -> None:
+        with open(node.log_file, "a") as log:
+            proc = subprocess.Popen(["ip", "netns", "exec", node.netns, *self.daemon_command(node)],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        node.pid = proc.pid
+        self._procs = getattr(self, "_procs", {})
+        self._procs[proc.pid] = proc
+        self.cleanup.push(f"overlayd pid {proc.pid}", lambda pid=proc.pid: self._stop_pid(pid))
+        self.log(f"node {node.name}: overlayd pid {proc.pid}")
+
+    def _stop_pid(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+        proc = getattr(self, "_procs", {}).pop(pid, None)
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None:
+                if proc.poll() is not None:
+                    return
+            elif not os.path.exists(f"/proc/{pid}"):
+                return
+            time.sleep(0.05)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if proc is not None:
+            proc.wait(5)
+
+    def stop_daemon(self, node: Node, sig: int = signal.SIGTERM) -> None:
+        if node.pid is not None:
+            self._stop_pid(node.pid, sig)
+            node.pid = None
+
+    def daemon_alive(self, node: Node) -> bool:
+        proc = getattr(self, "_procs", {}).get(node.pid)
+        if proc is not None:
+            return proc.poll() is None
+        return node.pid is not None and os.path.exists(f"/proc/{node.pid}")
+
+    def wait_for_subnet_file(self, node: Node, wait: float = 60) -> dict:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            values = read_env(node.subnet_file)
+            if values.get("FLANNEL_SUBNET"):
+                return values
+            if not self.daemon_alive(node):
+                raise LabError(f"overlayd on {node.name} exited; its log:\n{tail(node.log_file)}")
+            time.sleep(0.1)
+        raise LabError(f"overlayd on {node.name} wrote no {node.subnet_file} within {wait:.0f}s; "
+                       f"its log:\n{tail(node.log_file)}")
+
+    # -- pods -----------------------------------------------------------------------------------
+    def cni(self, node: Node, command: str, pod: Pod, netconf: Optional[dict] = None) -> dict:
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+               "CNI_COMMAND": command, "CNI_CONTAINERID": pod.container_id,
+               "CNI_NETNS": f"/var/run/netns/{pod.netns}", "CNI_IFNAME": "eth0",
+               "CNI_PATH": f"{bin_dir()}:/usr/lib/cni"}
+        conf = json.dumps(netconf or node.netconf())
+        proc = subprocess.run(["ip", "netns", "exec", node.netns, os.path.join(bin_dir(), "overlay")],
+                              input=conf, capture_output=True, text=True, env=env, timeout=60)
+        out = proc.stdout.strip()
+        doc = json.loads(out) if out.startswith("{") else {}
+        if proc.returncode != 0:
+            raise LabError(f"CNI {command} for {pod.name} on {node.name} failed ({proc.returncode}): "
+                           f"{doc.get('msg') or out} {doc.get('details', '')} {proc.stderr.strip()}")
+        return doc
+
+    def add_pod(self, node: Node, j: int) -> Pod:
+        pod = Pod(name=f"{node.name}p{j}", node=node.name, netns=f"{node.netns}p{j}",
+                  container_id=f"{self.name}-{node.name}-p{j}")
+        add_netns(pod.netns, self.cleanup)
+        result = self.cni(node, "ADD", pod)
+        ips = result.get("ips") or []
+        if not ips:
+            raise LabError(f"CNI ADD for {pod.name} returned no IP: {result}")
+        pod.ip = ips[0]["address"].split("/")[0]
+        self.pods.append(pod)
+        self.log(f"pod {pod.name} on {node.name}: {pod.ip}")
+        return pod
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    # -- checks ---------------------------------------------------------------------------------
+    def subnets(self) -> dict[str, str]:
+        return {n.name: read_env(n.subnet_file).get("FLANNEL_SUBNET", "") for n in self.nodes}
+
+    def routes_converged(self) -> bool:
+        """Every node has a route to every other node's subnet."""
+        subnets = {n.name: str(ipaddress.ip_interface(s).network) for n, s in
+                   ((n, read_env(n.subnet_file).get("FLANNEL_SUBNET")) for n in self.nodes) if s}
+        if len(subnets) != len(self.nodes):
+            return False
+        for node in self.nodes:
+            routes = ip("route", "show", netns=node.netns).stdout
+            for other, subnet in subnets.items():
+                if other != node.name and f"{subnet} " not in routes:
+                    return False
+        return True
+
+    def wait_converged(self, wait: float = 30) -> bool:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.routes_converged():
+                return True
+            time.sleep(0.2)
+        return False
+
+    def ping(self, src: Pod, dst_ip: str, count: int = 1, timeout: float = 2) -> bool:
+        proc = run(["ping", "-c", str(count), "-W", str(int(timeout)), "-q", dst_ip], netns=src.netns, check=False)
+        return proc.returncode == 0
+
+    def check(self, *, wait: float = 30, retries: int = 3) -> dict:
+        """The pod-by-pod matrix: every ordered pair of pods, one ICMP echo (retried)."""
+        converged = self.wait_converged(wait)
+        pairs = [(s, d) for s in self.pods for d in self.pods if s is not d]
+
+        def probe(pair):
+            src, dst = pair
+            for _ in range(retries):
+                if self.ping(src, dst.ip):
+                    return True
+            return False
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(probe, pairs))
+        rows = [{"src": s.name, "dst": d.name, "src_ip": s.ip, "dst_ip": d.ip,
+                 "cross_node": s.node != d.node, "ok": ok} for (s, d), ok in zip(pairs, results)]
+        return {"lab": self.name, "converged": converged, "ok": all(results), "pairs": rows}
+
+    def status(self) -> dict:
+        return {
+            "lab": self.name, "workdir": self.workdir, "switch": self.switch,
+            "etcd": self.etcd.endpoint if self.etcd else None,
+            "nodes": [{"name": n.name, "netns": n.netns, "underlay_ip": n.underlay_ip,
+                       "subnet": read_env(n.subnet_file).get("FLANNEL_SUBNET"),
+                       "daemon_pid": n.pid, "daemon_alive": self.daemon_alive(n),
+                       "log": n.log_file} for n in self.nodes],
+            "pods": [dataclasses.asdict(p) for p in self.pods],
+        }
+
+    # -- state, for `lab up` then `lab check`/`lab down` in other processes --------------------
+    def save_state(self) -> None:
+        os.makedirs(STATE_DIR, exist_ok=True)
+        state = {"name": self.name, "workdir": self.workdir, "net_conf": self.net_conf,
+                 "daemon_args": self.daemon_args,
+                 "etcd": {"host": self.etcd.host, "port": self.etcd.port, "peer_port": self.etcd.peer_port,
+                          "data_dir": self.etcd.data_dir, "pid": self.etcd.proc.pid},
+                 "nodes": [dataclasses.asdict(n) for n in self.nodes],
+                 "pods": [dataclasses.asdict(p) for p in self.pods]}
+        path = os.path.join(STATE_DIR, f"{self.name}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(state, f, indent=1)
+        os.rename(path + ".tmp", path)
+
+    @classmethod
+    def load(cls, name: Optional[str] = None, log: Callable[[str], None] = lambda m: None) -> "Lab":
+        names = list_labs()
+        if name is None:
+            if len(names) != 1:
+                raise LabError("no lab is up (start one with `overlayd lab up`)" if not names else
+                               f"several labs are up ({', '.join(names)}): pass --name")
+            name = names[0]
+        path = os.path.join(STATE_DIR, f"{name}.json")
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            raise LabError(f"no lab named {name!r} (known: {', '.join(names) or 'none'})") from None
+        lab = cls(state["name"], net_conf=state["net_conf"], log=log, daemon_args=state.get("daemon_args", ()))
+        lab.workdir = state["workdir"]
+        e = state["etcd"]
+        lab.etcd = EtcdServer(e["host"], e["port"], e["peer_port"], e["data_dir"], _Detached(e["pid"]), lab.switch)
+        lab.nodes = [Node(**n) for n in state["nodes"]]
+        lab.pods = [Pod(**p) for p in state["pods"]]
+        return lab
+
+    def down(self) -> list[str]:
+        """Remove everything: daemons (SIGTERM), namespaces, etcd, files. Safe to call twice."""
+        for node in self.nodes:
+            if node.pid is not None:
+                self._stop_pid(node.pid)
+                node.pid = None
+        failed = self.cleanup.run()
+        # A lab loaded from its state file has no in-process cleanup registry: remove by name.
+        for ns in [p.netns for p in self.pods] + [n.netns for n in self.nodes] + [self.switch]:
+            if netns_exists(ns):
+                delete_netns(ns)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.etcd is not None and self.etcd.data_dir:
+            shutil.rmtree(self.etcd.data_dir, ignore_errors=True)
+        try:
+            os.unlink(os.path.join(STATE_DIR, f"{self.name}.json"))
+        except FileNotFoundError:
+            pass
+        return failed
+
+
+class _Detached:
+    """Stands in for the Popen of an etcd started by another `overlayd lab` process."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+    def poll(self):
+        return None if os.path.exists(f"/proc/{self.pid}") else 0
+
+    def terminate(self):
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def list_labs() -> list[str]:
+    try:
+        return sorted(f[:-5] for f in os.listdir(STATE_DIR) if f.endswith(".json"))
+    except FileNotFoundError:
+        return []
+
+
+def tail(path: str, lines: int = 30) -> str:
+    try:
+        with open(path) as f:
+            return "".join(f.readlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
