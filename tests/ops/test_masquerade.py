@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from overlayd.masquerade import Masquerade, MasqSpec, MasqSpecError
+from overlayd.masquerade import CommandRunner, Masquerade, MasqSpec, MasqSpecError, RulesError
 
 from .opslab import (NETWORK, NETWORK6, NODE_UNDERLAY, NODE_UNDERLAY6, OUTSIDE, OUTSIDE6, POD, POD2,
                        POD2_6, POD6, SUBNET, SUBNET6)
@@ -105,3 +105,11 @@ def _rules(listing: str) -> list[str]:
 def test_bad_settings_are_refused_naming_the_field(kwargs, needle):
     with pytest.raises(MasqSpecError, match=needle):
         MasqSpec(**kwargs)
+
+
+def test_a_failing_nft_is_reported_with_the_command_and_the_kernels_words():
+    masq = Masquerade(CommandRunner(("ip", "netns", "exec", "ovt-no-such-netns")))
+    with pytest.raises(RulesError, match="nft .*failed.*ovt-no-such-netns"):
+        masq.ensure(MasqSpec(network=NETWORK, subnet=SUBNET))
+    with pytest.raises(RulesError, match="not installed"):
+        CommandRunner(("/nonexistent/nft-wrapper",)).run(["nft", "list", "tables"])
