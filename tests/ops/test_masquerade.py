@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from overlayd.lab.netns import ip
 from overlayd.masquerade import CommandRunner, Masquerade, MasqSpec, MasqSpecError, RulesError
 
 from .opslab import (NETWORK, NETWORK6, NODE_UNDERLAY, NODE_UNDERLAY6, OUTSIDE, OUTSIDE6, POD, POD2,
@@ -51,6 +52,15 @@ def test_dual_stack_masquerades_both_families(ops_lab):
     assert lab.source_seen(lab.pod, lab.pod2, POD2_6).source == POD6
     assert lab.source_seen(lab.pod, lab.outside, OUTSIDE).source == NODE_UNDERLAY
     assert lab.source_seen(lab.pod, lab.pod2, POD2).source == POD
+
+
+def test_outside_traffic_keeps_its_source_to_this_nodes_pods_and_is_masqueraded_to_other_pods(ops_lab):
+    lab = ops_lab
+    ip("route", "add", NETWORK, "via", NODE_UNDERLAY, netns=lab.outside)   # the outside host routes pods via this node
+    Masquerade(lab.runner).ensure(MasqSpec(network=NETWORK, subnet=SUBNET))
+    assert lab.source_seen(lab.outside, lab.pod, POD).source == OUTSIDE
+    # pod2 stands for another node's subnet: the node masquerades so the answer comes back through it.
+    assert lab.source_seen(lab.outside, lab.pod2, POD2).source == "10.244.2.1"
 
 
 def test_resync_is_idempotent_repairs_edits_follows_network_changes_and_removes_only_ours(ops_lab):
