@@ -111,6 +111,16 @@ class ForwardRules:
                  ", ".join(map(str, nets)), self._chain)
         return True
 
+    def in_place(self, networks: Iterable) -> bool:
+        """True when the kernel holds what ensure(networks) last wrote, jump included (for /readyz)."""
+        for version, nets in _networks(networks).items():
+            rules, jumps = self._state(version)
+            if nets and (not jumps or self._applied.get(version) != (nets, rules)):
+                return False
+            if not nets and (rules is not None or jumps):
+                return False
+        return True
+
     def listing(self, version: int) -> Optional[str]:
         """Our chain's rules as `iptables-save` prints them, or None when the chain does not exist."""
         return self._state(version)[0]

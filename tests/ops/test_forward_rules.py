@@ -45,9 +45,11 @@ def test_forward_accepts_get_pod_traffic_past_a_drop_policy(ops_lab):
     assert fwd.ensure([NETWORK, NETWORK6]) is False
     assert (fwd.listing(4), fwd.listing(6)) == before
     assert fwd.jumps(4) == fwd.jumps(6) == 1
+    assert fwd.in_place([NETWORK, NETWORK6])
 
     # The jump deleted by hand (e.g. a firewall reload): the next resync restores it.
     lab.iptables("-D", "FORWARD", "-m", "comment", "--comment", "overlayd forward", "-j", fwd.chain)
+    assert not fwd.in_place([NETWORK, NETWORK6])
     assert lab.source_seen(lab.pod, lab.pod2, POD2, timeout=1.0) is None
     assert fwd.ensure([NETWORK, NETWORK6]) is True
     assert fwd.jumps(4) == 1
