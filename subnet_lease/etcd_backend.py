@@ -177,13 +177,18 @@ class EtcdLeaseBackend:
             endpoints.append(Endpoint(host, port, secure=scheme == "https", creds=creds,
                                       time_retry=1.0))
         try:
-            return MultiEndpointEtcd3Client(endpoints=endpoints, timeout=s.rpc_timeout,
-                                            user=s.username, password=s.password, failover=True)
+            client = MultiEndpointEtcd3Client(endpoints=endpoints, timeout=s.rpc_timeout,
+                                              user=s.username, password=s.password, failover=True)
         except grpc.RpcError as err:
             for ep in endpoints:
                 ep.close()
             raise BackendUnavailable(f"etcd at {','.join(s.endpoints)}: authentication or "
                                      f"connection failed ({_describe(err)})") from None
+        if not any(ep.secure for ep in endpoints):
+            # gRPC refuses call credentials on a plain channel; etcd only needs the token,
+            # which the client also sends as metadata.
+            client.call_credentials = None
+        return client
 
     def _client(self) -> MultiEndpointEtcd3Client:
         with self._client_lock:

@@ -33,3 +33,62 @@ def make_certs(directory: str) -> Certs:
                  "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=d)
     p = lambda n: os.path.join(d, n)  # noqa: E731
     return Certs(p("ca.crt"), p("server.crt"), p("server.key"), p("client.crt"), p("client.key"))
+
+
+@dataclass
+class TlsEtcd:
+    url: str
+    certs: Certs
+
+    def etcdctl(self, *args: str) -> str:
+        cmd = ["etcdctl", f"--endpoints={self.url}", f"--cacert={self.certs.ca}",
+               f"--cert={self.certs.client_cert}", f"--key={self.certs.client_key}", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                              env=dict(os.environ, ETCDCTL_API="3"))
+        if proc.returncode:
+            raise RuntimeError(f"etcdctl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+
+def start_tls_etcd(cleanup, directory: str) -> TlsEtcd:
+    """etcd serving https with client-certificate auth on a free loopback port.
+
+    (overlayd.lab.etcd.start_etcd checks health over http://, so TLS needs its own start.)
+    """
+    import shutil
+    import time
+    from overlayd.lab.etcd import ETCD_BIN, free_port
+
+    certs = make_certs(directory)
+    data_dir = os.path.join(directory, "data")
+    port, peer = free_port(), free_port()
+    url = f"https://127.0.0.1:{port}"
+    cmd = [ETCD_BIN, "--name", "tls", "--data-dir", data_dir,
+           "--listen-client-urls", url, "--advertise-client-urls", url,
+           "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+           "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+           "--initial-cluster", f"tls=http://127.0.0.1:{peer}", "--log-level", "error",
+           "--cert-file", certs.server_cert, "--key-file", certs.server_key,
+           "--trusted-ca-file", certs.ca, "--client-cert-auth"]
+    with open(os.path.join(directory, "etcd.log"), "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop():
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    cleanup.push(f"tls etcd pid {proc.pid}", stop)
+    server = TlsEtcd(url, certs)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"etcd exited with {proc.returncode}")
+        try:
+            server.etcdctl("endpoint", "health")
+            return server
+        except RuntimeError:
+            time.sleep(0.1)
+    raise RuntimeError(f"TLS etcd on {url} did not become healthy")
