@@ -46,10 +46,12 @@ def _ipam(netconf: dict, subnet) -> dict:
     ranges, routes = [], list(base.get("routes") or [])
     if subnet.subnet:
         ranges.append([{"subnet": network_of(subnet.subnet)}])
-        routes.append({"dst": network_of(subnet.network)})
+        # An explicit gw: the kernel route goes via the bridge anyway, and the reference bridge's
+        # CHECK only matches routes whose gateway is spelled out.
+        routes.append({"dst": network_of(subnet.network), "gw": subnet.subnet.partition("/")[0]})
     if subnet.ipv6_subnet:
         ranges.append([{"subnet": network_of(subnet.ipv6_subnet)}])
-        routes.append({"dst": network_of(subnet.ipv6_network)})
+        routes.append({"dst": network_of(subnet.ipv6_network), "gw": subnet.ipv6_subnet.partition("/")[0]})
     ipam["ranges"] = ranges
     ipam["routes"] = routes
     return ipam

@@ -39,6 +39,15 @@ def loads(text):
         value, end = _scan(text, i)
     except StopIteration as err:
         raise ValueError(f"expected a JSON value at character {err.value}") from None
+    except SystemError:
+        # _json builds its error from json.decoder only if that is already imported (3.11);
+        # on this error path the full module's message is worth its import.
+        import json
+        try:
+            json.loads(text)
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+        raise
     while end < n and text[end] in _WS:
         end += 1
     if end != n:

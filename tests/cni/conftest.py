@@ -38,15 +38,20 @@ class Node:
             f.write(SUBNET_ENV.format(subnet=subnet))
 
     def conflist(self, version: str) -> dict:
-        return {
-            "cniVersion": version, "name": self.name,
-            "plugins": [
+        # Debian's portmap (plugins 1.1.1) stops at 1.0.0: a 1.1.0 conflist carries only our plugin.
+        plugins = self.plugins() if version == "1.1.0" else self.plugins() + [
+            {"type": "portmap", "capabilities": {"portMappings": True}}]
+        return {"cniVersion": version, "name": self.name, "plugins": plugins}
+
+    def plugins(self) -> list:
+        return [
                 {"type": "overlay", "subnetFile": self.subnet_file, "dataDir": self.data_dir,
                  "ipam": {"dataDir": self.ipam_dir},
-                 "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ],
-        }
+                 "delegate": {"hairpinMode": True, "isDefaultGateway": True}}]
+
+    def leftovers(self) -> dict:
+        """Everything an attachment leaves on the node; all empty means nothing leaked."""
+        return {"veths": self.veths(), "ips": self.reserved_ips(), "cache": self.cache_entries()}
 
     def pod(self, role: str = "pod") -> str:
         return self.make_netns(role)
