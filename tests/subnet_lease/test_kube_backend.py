@@ -1,0 +1,231 @@
+"""The kube backend through the official `kubernetes` client against an HTTP API emulator."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import threading
+import time
+
+import pytest
+
+from kube_emulator import KubeEmulator
+from overlayd.backend_flags import add_backend_arguments, make_backend
+from subnet_lease.backend import LeaseBackend
+from subnet_lease.config import ConfigError, parse_net_config
+from subnet_lease.kube_backend import KubeLeaseBackend, KubeSettings
+from subnet_lease.lease import Lease
+
+P = "flannel.alpha.coreos.com"
+CONFIG = parse_net_config('{"Network":"10.244.0.0/16"}')
+
+
+def template(n: int) -> Lease:
+    return Lease(subnet=None, public_ip=ipaddress.ip_address(f"192.0.2.{n}"),
+                 backend_data={"VNI": 1, "VtepMAC": f"0a:58:00:00:00:{n:02x}"})
+
+
+def peer_annotations(n: int, prefix: str = P) -> dict:
+    return {f"{prefix}/kube-subnet-manager": "true", f"{prefix}/backend-type": "vxlan",
+            f"{prefix}/backend-data": json.dumps({"VNI": 1, "VtepMAC": f"0a:58:00:00:00:{n:02x}"}),
+            f"{prefix}/public-ip": f"192.0.2.{n}"}
+
+
+@pytest.fixture
+def emu():
+    e = KubeEmulator().start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def make(emu, tmp_path):
+    conf = tmp_path / "net-conf.json"
+    conf.write_text('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}')
+    made = []
+
+    def make(**overrides) -> KubeLeaseBackend:
+        settings = dict(node_name="node-1", api_url=emu.url, net_config_path=str(conf),
+                        podcidr_poll_interval=0.2, watch_timeout=5, backoff_initial=0.05, backoff_max=0.5)
+        settings.update(overrides)
+        b = KubeLeaseBackend(KubeSettings(**settings))
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+class Collector:
+    def __init__(self, backend, revision):
+        self.events, self.stop = [], threading.Event()
+        self._gen = backend.watch(revision, self.stop)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        for batch in self._gen:
+            self.events.extend((e.kind, e.lease.node_name, e.lease) for e in batch)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "watch did not return after stop was set"
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_flags_select_the_kube_backend_with_node_name_from_the_environment(emu, tmp_path):
+    parser = argparse.ArgumentParser()
+    add_backend_arguments(parser)
+    args = parser.parse_args(["--kube-subnet-mgr", "--kube-api-url", emu.url,
+                              "--net-config-path", str(tmp_path / "none.json")])
+    b = make_backend(args, environ={"NODE_NAME": "node-7"})
+    try:
+        assert isinstance(b, KubeLeaseBackend) and isinstance(b, LeaseBackend)
+        assert b.settings.node_name == "node-7" and b.settings.annotation_prefix == P
+        with pytest.raises(ConfigError, match="cannot read the network config .*none.json"):
+            b.get_network_config()
+    finally:
+        b.close()
+
+
+def test_acquire_takes_podcidr_publishes_annotations_and_marks_network_available(emu, make):
+    emu.add_node("node-1", "10.244.7.0/24")
+    b = make()
+    config = b.get_network_config()
+    lease = b.acquire(config, template(1))
+    assert lease.subnet == ipaddress.ip_network("10.244.7.0/24") and lease.node_name == "node-1"
+    node = emu.node("node-1")
+    a = node["metadata"]["annotations"]
+    assert a[f"{P}/kube-subnet-manager"] == "true" and a[f"{P}/backend-type"] == "vxlan"
+    assert json.loads(a[f"{P}/backend-data"]) == {"VNI": 1, "VtepMAC": "0a:58:00:00:00:01"}
+    assert a[f"{P}/public-ip"] == "192.0.2.1"
+    conds = {c["type"]: c for c in node["status"]["conditions"]}
+    assert conds["NetworkUnavailable"]["status"] == "False" and conds["Ready"]["status"] == "True"
+    # Written through the status subresource, as a strategic merge patch.
+    patches = [r for r in emu.requests if r[0] == "PATCH"]
+    assert patches == [("PATCH", "/api/v1/nodes/node-1/status", "application/strategic-merge-patch+json")]
+    # The VTEP MAC can be found again on restart.
+    assert make().find_own_lease().vtep_mac == "0a:58:00:00:00:01"
+    # A restart with nothing changed does not patch again.
+    make().acquire(config, template(1))
+    assert len([r for r in emu.requests if r[0] == "PATCH"]) == 1
+
+
+def test_without_podcidr_it_waits_not_ready_then_proceeds(emu, make, caplog):
+    emu.add_node("node-1")
+    b = make()
+    result = []
+    t = threading.Thread(target=lambda: result.append(b.acquire(CONFIG, template(1))), daemon=True)
+    t.start()
+    wait_for(lambda: b.health().waiting_for, what="waiting reason")
+    assert "no Node.spec.podCIDR" in b.health().waiting_for and not b.health().acquired
+    assert "--allocate-node-cidrs" in caplog.text
+    emu.update_node("node-1", {"spec": {"podCIDR": "10.244.9.0/24", "podCIDRs": ["10.244.9.0/24"]}})
+    t.join(10)
+    assert result and str(result[0].subnet) == "10.244.9.0/24"
+    assert b.health().acquired and b.health().waiting_for is None
+
+
+def test_podcidr_outside_network_is_refused(emu, make):
+    emu.add_node("node-1", "10.99.7.0/24")
+    with pytest.raises(ConfigError, match=r"podCIDR 10.99.7.0/24 is not inside Network 10.244.0.0/16"):
+        make().acquire(CONFIG, template(1))
+
+
+def test_public_ip_overwrite_and_custom_prefix_and_node_from_pod(emu, make):
+    prefix = "overlay.example.com"
+    emu.add_node("node-1", "10.244.3.0/24", annotations={f"{prefix}/public-ip-overwrite": "203.0.113.9"})
+    emu.add_pod("kube-system", "overlayd-abcde", "node-1")
+    b = make(node_name=None, pod_name="overlayd-abcde", pod_namespace="kube-system", annotation_prefix=prefix)
+    lease = b.acquire(CONFIG, template(1))
+    assert str(lease.public_ip) == "203.0.113.9"
+    a = emu.node("node-1")["metadata"]["annotations"]
+    assert a[f"{prefix}/public-ip"] == "203.0.113.9" and f"{P}/public-ip" not in a
+
+
+def test_dual_stack_podcidrs(emu, make):
+    config = parse_net_config('{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}')
+    emu.add_node("node-1", "10.244.4.0/24", pod_cidrs=["10.244.4.0/24", "fc00:0:0:4::/64"])
+    t = dataclass_replace(template(1), public_ipv6=ipaddress.ip_address("2001:db8::1"))
+    lease = make().acquire(config, t)
+    assert str(lease.ipv6_subnet) == "fc00:0:0:4::/64" and lease.key == "10.244.4.0-24&fc00:0:0:4::-64"
+    a = emu.node("node-1")["metadata"]["annotations"]
+    assert a[f"{P}/public-ipv6"] == "2001:db8::1" and f"{P}/backend-v6-data" in a
+
+
+def dataclass_replace(obj, **kw):
+    import dataclasses
+    return dataclasses.replace(obj, **kw)
+
+
+def test_peers_list_then_watch_only_annotated_nodes_and_updates_reemitted(emu, make):
+    emu.add_node("node-1", "10.244.1.0/24")
+    emu.add_node("node-2", "10.244.2.0/24", annotations=peer_annotations(2))
+    emu.add_node("node-3", "10.244.3.0/24")                        # no annotations: not a peer
+    b = make()
+    b.acquire(CONFIG, template(1))
+    leases, rv = b.snapshot()
+    assert sorted(x.node_name for x in leases) == ["node-1", "node-2"]
+    col = Collector(b, rv)
+    try:
+        emu.update_node("node-3", {"metadata": {"annotations": peer_annotations(3)}})
+        wait_for(lambda: any(e[:2] == ("added", "node-3") for e in col.events), what="node-3 added")
+        new_data = json.dumps({"VNI": 1, "VtepMAC": "0a:58:00:00:00:ee"})
+        emu.update_node("node-2", {"metadata": {"annotations": {f"{P}/backend-data": new_data}}})
+        wait_for(lambda: any(e[:2] == ("added", "node-2") and e[2].vtep_mac == "0a:58:00:00:00:ee"
+                             for e in col.events), what="node-2 re-emitted")
+        emu.update_node("node-1", {"metadata": {"labels": {"x": "y"}}})   # no lease change: no event
+        emu.delete_node("node-3")
+        wait_for(lambda: any(e[:2] == ("removed", "node-3") for e in col.events), what="node-3 removed")
+        assert not any(e[1] == "node-1" for e in col.events)
+    finally:
+        col.close()
+
+
+def test_410_gone_relists_and_emits_the_difference(emu, make):
+    emu.add_node("node-1", "10.244.1.0/24")
+    emu.add_node("node-2", "10.244.2.0/24", annotations=peer_annotations(2))
+    b = make()
+    b.acquire(CONFIG, template(1))
+    _, rv = b.snapshot()
+    # While we were away: node-2 left, node-4 joined, and the server forgot that history.
+    emu.delete_node("node-2")
+    emu.add_node("node-4", "10.244.4.0/24", annotations=peer_annotations(4))
+    emu.compact()
+    col = Collector(b, rv)
+    try:
+        wait_for(lambda: {("removed", "node-2"), ("added", "node-4")} <= {e[:2] for e in col.events},
+                 what="re-list difference")
+        emu.add_node("node-5", "10.244.5.0/24", annotations=peer_annotations(5))
+        wait_for(lambda: ("added", "node-5") in {e[:2] for e in col.events}, what="watch resumes")
+    finally:
+        col.close()
+
+
+def test_scripted_http_410_on_watch_and_api_outage_recover(emu, make):
+    emu.add_node("node-1", "10.244.1.0/24")
+    b = make()
+    b.acquire(CONFIG, template(1))
+    _, rv = b.snapshot()
+    gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
+            "message": "too old resource version"}
+    emu.script("GET", "/api/v1/nodes", 410, gone)                        # the watch request itself
+    emu.script("GET", "/api/v1/nodes", 503, {"kind": "Status", "code": 503, "message": "etcd down"})  # re-list
+    emu.add_node("node-6", "10.244.6.0/24", annotations=peer_annotations(6))
+    col = Collector(b, rv)
+    try:
+        wait_for(lambda: ("added", "node-6") in {e[:2] for e in col.events}, what="recovered")
+        assert emu._scripts == []                  # both scripted failures were really served
+    finally:
+        col.close()
