@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# image/assemble.sh ROOT
+#
+# Assembles everything the overlayd image carries under ROOT/opt/overlayd. The Dockerfile runs
+# it with ROOT=/; tests/deploy runs it into a temporary directory, without Docker, and checks
+# what comes out. Layout:
+#
+#   venv/          this repository pip-installed (not editable) with its dependencies
+#   bin/overlayd   -> ../venv/bin/overlayd (the daemon, and `overlayd install-cni`)
+#   bin/install-reference-plugins
+#   cni/           the self-contained CNI bundle: `overlay` plus the one directory beside it
+#                  that carries its interpreter (python -m cni_plugin.bundle build)
+#   cni-plugins/   bridge, host-local, portmap, loopback (the reference plugins we delegate to)
+#
+# Settings (environment): OVERLAYD_SRC (the source tree; default: this script's repository),
+# PYTHON (the interpreter the venv is made from; default /usr/bin/python3), CNI_PLUGIN_DIR
+# (where the reference plugins are; default /usr/lib/cni, Debian's containernetworking-plugins).
+# Nothing half-done: on any failure ROOT/opt/overlayd is removed again.
+set -euo pipefail
+
+die() { echo "assemble.sh: $*" >&2; exit 1; }
+
+[[ $# -eq 1 ]] || { echo "usage: image/assemble.sh ROOT   (ROOT=/ in the Dockerfile)" >&2; exit 2; }
+root=${1%/}
+src=${OVERLAYD_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+python=${PYTHON:-/usr/bin/python3}
+cni_plugin_dir=${CNI_PLUGIN_DIR:-/usr/lib/cni}
+reference_plugins=(bridge host-local portmap loopback)
+prefix=/opt/overlayd
+dest=$root$prefix
+
+[[ -f $src/setup.cfg && -d $src/overlayd && -d $src/cni_plugin ]] \
+    || die "OVERLAYD_SRC $src is not the overlayd source tree (no setup.cfg, overlayd/, cni_plugin/)"
+[[ -x $python ]] || die "PYTHON $python is not an executable interpreter; install python3 and python3-venv"
+for p in "${reference_plugins[@]}"; do
+    [[ -x $cni_plugin_dir/$p ]] \
+        || die "CNI_PLUGIN_DIR $cni_plugin_dir has no $p plugin; install containernetworking-plugins or point CNI_PLUGIN_DIR at the plugins"
+done
+if [[ -e $dest ]] && [[ -n $(ls -A "$dest") ]]; then
+    die "$dest already exists and is not empty; assemble into a fresh ROOT"
+fi
+
+work=$(mktemp -d)
+ok=0
+cleanup() {
+    rm -rf "$work"
+    if [[ $ok -ne 1 ]]; then
+        rm -rf "$dest"
+    fi
+}
+trap cleanup EXIT
+
+step() { echo "==> $*"; }
+
+# pip builds a local project inside its directory; build from a copy so the source tree
+# (read-only in CI, shared by parallel runs here) is never written to.
+step "copying the source tree"
+mkdir -p "$work/src"
+tar -C "$src" --exclude=__pycache__ --exclude='*.egg-info' \
+    -cf - setup.cfg pyproject.toml README.md subnet_lease overlayd cni_plugin | tar -C "$work/src" -xf -
+
+step "creating $dest/venv from $python"
+mkdir -p "$dest"
+"$python" -m venv "$dest/venv"
+step "installing overlayd and its dependencies"
+"$dest/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$work/src"
+
+step "building the CNI bundle into $dest/cni"
+# From /, so the installed package is what runs, never a source tree in the working directory.
+(cd / && "$dest/venv/bin/python" -m cni_plugin.bundle build --out "$dest/cni")
+
+step "adding the reference plugins (${reference_plugins[*]}) from $cni_plugin_dir"
+mkdir -p "$dest/cni-plugins"
+for p in "${reference_plugins[@]}"; do
+    install -m 0755 "$cni_plugin_dir/$p" "$dest/cni-plugins/$p"
+done
+
+step "linking the entry points into $dest/bin"
+mkdir -p "$dest/bin"
+ln -s ../venv/bin/overlayd "$dest/bin/overlayd"
+install -m 0755 "$src/image/install-reference-plugins.sh" "$dest/bin/install-reference-plugins"
+
+ok=1
+step "assembled $dest"
