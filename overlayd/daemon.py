@@ -1,32 +1,34 @@
-"""The daemon loop: lease -> desired entries; netlink dump -> actual; apply the difference.
+"""The daemon: leases in, kernel state out, level-triggered.
 
-Level-triggered: every trigger (start-up, a batch of lease events, the device deleted or the
-underlay changed, the resync timer) runs the same reconcile of the whole device.
+Triggers (start-up, lease events, the device deleted, the underlay changed, the resync timer)
+land on one queue; the loop folds whatever is queued into one pass. Lease events take the
+incremental path (only the touched peers); everything else runs a full reconcile (netlink dump,
+diff, apply). SIGTERM or a crash leave the datapath in place: pods keep talking meanwhile.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import queue
 import secrets
 import threading
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 from subnet_lease.config import NetConfig
 from subnet_lease.lease import Lease, LeaseEvent
 
-from .desired import desired_entries
-from .diff import plan_changes
-from .errors import DatapathError, DeviceMissing
-from .netlink import LinkEvent, LinkInfo, Netlink, VxlanSpec
+from .datapath import FamilyConfig, FamilyPath
+from .errors import DatapathError, DeviceMissing, SettingsError
+from .netlink import LinkEvent, Netlink
 from .settings import DaemonSettings
-from .subnet_file import SubnetFile, first_host, previous_subnet, write_subnet_file
+from .subnet_file import SubnetFile, first_host, previous_subnet, read_subnet_file, write_subnet_file
 from .underlay import Underlay, select_underlay
 
 log = logging.getLogger(__name__)
 
-VXLAN_OVERHEAD_V4 = 50
+ENTRY_KIND = {"neigh": "arp", "fdb": "fdb", "route": "route"}
 
 
 def random_mac() -> str:
@@ -37,38 +39,26 @@ def random_mac() -> str:
 
 
 class Daemon:
-    def __init__(self, settings: DaemonSettings, backend, *, metrics=None,
-                 on_ready: Optional[Callable[[], None]] = None, extras: tuple = ()):
+    def __init__(self, settings: DaemonSettings, backend, *, metrics=None, readiness=None, rules=None,
+                 heartbeat=None):
         self.settings = settings
         self.backend = backend
-        self.metrics = metrics
-        self.on_ready = on_ready
-        self.extras = extras              # objects with ensure(daemon) called on every reconcile
+        self.metrics = metrics          # overlayd.metrics.Metrics or None
+        self.readiness = readiness      # overlayd.health.Readiness or None
+        self.rules = rules              # overlayd.rules.RulesKeeper or None
+        self.beat = heartbeat.beat if heartbeat is not None else (lambda: None)
+        self.started = False
         self.events: queue.Queue = queue.Queue()
         self.stop = threading.Event()
         self.config: Optional[NetConfig] = None
         self.underlay: Optional[Underlay] = None
         self.own: Optional[Lease] = None
         self.peers: dict[str, Lease] = {}
-        self.device: Optional[LinkInfo] = None
-        self.ready = False
-        self.heartbeat = time.monotonic()
-        self.last_error: Optional[str] = None
+        self.paths: dict[int, FamilyPath] = {}
+        self.full_pending = False
         self._nl: Optional[Netlink] = None
-        self._threads: list[threading.Thread] = []
 
-    # -- start-up -----------------------------------------------------------------------------
-    @property
-    def device_name(self) -> str:
-        return self.settings.device_name_format.format(vni=self.config.backend.vni)
-
-    def vxlan_spec(self, mac: Optional[str]) -> VxlanSpec:
-        backend = self.config.backend
-        mtu = backend.mtu or (self.underlay.mtu - VXLAN_OVERHEAD_V4)
-        return VxlanSpec(name=self.device_name, vni=backend.vni, port=backend.port,
-                         local_ip=self.underlay.ip, underlay_index=self.underlay.index, mtu=mtu,
-                         mac=mac, learning=backend.learning, gbp=backend.gbp)
-
+    # -- start-up -------------------------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
         self._nl = Netlink(s.netns)
@@ -76,67 +66,81 @@ class Daemon:
         self.underlay = select_underlay(self._nl, ifaces=s.ifaces, iface_regex=s.iface_regex,
                                         can_reach=s.iface_can_reach, public_ip=s.public_ip)
         log.info("underlay %s (%s), public ip %s", self.underlay.name, self.underlay.ip, self.underlay.public_ip)
-        public_ip = ipaddress.ip_address(self.underlay.public_ip)
-        # The VTEP MAC: the one our lease already advertises, else the existing device's, else new.
-        existing = self.backend.find_own_lease(public_ip)
-        dev = self._nl.link(self.device_name)
-        mac = (existing.vtep_mac if existing is not None and existing.vtep_mac else None) \
-            or (dev.mac if dev is not None and dev.kind == "vxlan" else None) or random_mac()
-        self.device = self.ensure_device(mac)
+        self.paths = {family: FamilyPath(self._nl, cfg) for family, cfg in self._family_configs().items()}
+        if not self.paths:
+            raise SettingsError("neither IPv4 nor IPv6 is enabled in net-conf.json (EnableIPv4/EnableIPv6)")
+        public_ip = ipaddress.ip_address(self.underlay.public_ip) if 4 in self.paths else None
+        public_ipv6 = ipaddress.ip_address(self._ipv6_public()) if 6 in self.paths else None
+        # The VTEP MACs: the ones our lease already advertises, else the devices', else new ones.
+        existing = self.backend.find_own_lease(public_ip or public_ipv6)
+        macs = {}
+        for family, path in self.paths.items():
+            dev = self._nl.link(path.cfg.device_name)
+            lease_mac = None if existing is None else (existing.vtep_mac if family == 4 else existing.vtep_mac_v6)
+            macs[family] = lease_mac or (dev.mac if dev is not None and dev.kind == "vxlan" else None) or random_mac()
+            path.ensure_device(macs[family], None)
+        vni = self.config.backend.vni
         template = Lease(subnet=None, public_ip=public_ip, backend_type="vxlan",
-                         backend_data={"VNI": self.config.backend.vni, "VtepMAC": self.device.mac})
-        self.own = self.backend.acquire(self.config, template, previous_subnet(s.subnet_file))
-        log.info("leased %s (vtep mac %s)", self.own.subnet, self.own.vtep_mac)
-        self._nl.ensure_only_address(self.device.index, str(self.own.subnet.network_address), 32)
+                         backend_data={"VNI": vni, "VtepMAC": self.paths[4].device.mac} if 4 in self.paths else {},
+                         public_ipv6=public_ipv6,
+                         backend_v6_data={"VNI": vni, "VtepMAC": self.paths[6].device.mac} if 6 in self.paths else {})
+        prev = read_subnet_file(s.subnet_file)
+        kwargs = {"on_change": self._on_own_change}
+        if 6 in self.paths and prev.get("FLANNEL_IPV6_SUBNET"):
+            kwargs["previous_ipv6_subnet"] = ipaddress.ip_interface(prev["FLANNEL_IPV6_SUBNET"]).network
+        self.own = self.backend.acquire(self.config, template, previous_subnet(s.subnet_file), **kwargs)
+        log.info("leased %s (vtep mac %s)", self.own.key, self.own.vtep_mac or self.own.vtep_mac_v6)
         leases, revision = self.backend.snapshot()
         self.peers = {l.key: l for l in leases}
-        self.reconcile("start-up")
-        self.write_subnet_file()
-        self._spawn("lease-watch", self._watch_leases, revision)
+        self.full_reconcile("start-up")
+        self._write_subnet_file()
+        threading.Thread(target=self._watch_leases, args=(revision,), name="lease-watch", daemon=True).start()
         ready = threading.Event()
-        self._spawn("link-watch", Netlink.watch_links, s.netns, self.stop, self._on_link_event, ready)
+        threading.Thread(target=Netlink.watch_links, args=(s.netns, self.stop, self._on_link_event, ready),
+                         name="link-watch", daemon=True).start()
         ready.wait(5)
-        self.ready = True
-        if self.on_ready:
-            self.on_ready()
 
-    def write_subnet_file(self) -> None:
-        mtu = self.device.mtu
-        content = SubnetFile(network=self.config.network, subnet=first_host(self.own.subnet), mtu=mtu,
-                             ipmasq=self.settings.ip_masq)
+    def _family_configs(self) -> dict[int, FamilyConfig]:
+        c, s, u = self.config, self.settings, self.underlay
+        b = c.backend
+        common = dict(vni=b.vni, port=b.port, underlay_index=u.index, underlay_mtu=u.mtu, mtu=b.mtu,
+                      learning=b.learning, gbp=b.gbp, direct_routing=b.direct_routing,
+                      tx_checksum_off=s.vxlan_tx_checksum_off)
+        out = {}
+        if c.enable_ipv4 and c.network is not None:
+            out[4] = FamilyConfig(family=4, device_name=f"flannel.{b.vni}", local_ip=u.ip,
+                                  underlay_net=u.network, network=c.network, **common)
+        if c.enable_ipv6 and c.ipv6_network is not None:
+            local6 = self._ipv6_local()
+            out[6] = FamilyConfig(family=6, device_name=f"flannel-v6.{b.vni}", local_ip=local6.ip.compressed,
+                                  underlay_net=local6.network, network=c.ipv6_network, **common)
+        return out
+
+    def _ipv6_local(self) -> ipaddress.IPv6Interface:
+        addrs = [a for a in self._nl.addresses(self.underlay.index, family=10) if not a.ip.startswith("fe80")]
+        if not addrs:
+            raise SettingsError(f"EnableIPv6 is set but {self.underlay.name} has no global IPv6 address; "
+                                f"add one or turn IPv6 off in net-conf.json")
+        return ipaddress.ip_interface(f"{addrs[0].ip}/{addrs[0].prefixlen}")
+
+    def _ipv6_public(self) -> str:
+        return self.settings.public_ipv6 or self._ipv6_local().ip.compressed
+
+    def _write_subnet_file(self) -> None:
+        own, c = self.own, self.config
+        mtus = [p.device.mtu for p in self.paths.values()]
+        content = SubnetFile(
+            network=c.network if 4 in self.paths else None,
+            subnet=first_host(own.subnet) if 4 in self.paths and own.subnet else None,
+            mtu=min(mtus), ipmasq=self.settings.ip_masq,
+            ipv6_network=c.ipv6_network if 6 in self.paths else None,
+            ipv6_subnet=first_host(own.ipv6_subnet) if 6 in self.paths and own.ipv6_subnet else None)
         if write_subnet_file(self.settings.subnet_file, content):
             log.info("wrote %s", self.settings.subnet_file)
+        if self.readiness is not None:
+            self.readiness.set("subnet file written")
 
-    def ensure_device(self, mac: Optional[str] = None) -> LinkInfo:
-        """Adopt a compatible device (keeping its MAC unless told otherwise), recreate an incompatible one."""
-        nl = self._nl
-        mac = mac or (self.device.mac if self.device else None)
-        spec = self.vxlan_spec(mac)
-        dev = nl.link(spec.name)
-        if dev is not None and not dev.matches(spec):
-            log.warning("device %s does not match the config (vni/port/local/link); recreating it", spec.name)
-            nl.delete_link(dev.index)
-            dev = None
-        if dev is None:
-            dev = nl.create_vxlan(spec)
-            log.info("created %s (vni %d, local %s, mtu %d, mac %s)", dev.name, spec.vni, spec.local_ip, spec.mtu, dev.mac)
-        if spec.mac and dev.mac != spec.mac:
-            nl.set_link(dev.index, mac=spec.mac)
-        if dev.mtu != spec.mtu:
-            nl.set_link(dev.index, mtu=spec.mtu)
-        if not dev.up:
-            nl.set_link(dev.index, up=True)
-        dev = nl.link(index=dev.index)
-        if self.own is not None:
-            nl.ensure_only_address(dev.index, str(self.own.subnet.network_address), 32)
-        return dev
-
-    # -- the loop -------------------------------------------------------------------------------
-    def _spawn(self, name: str, target, *args) -> None:
-        t = threading.Thread(target=target, args=args, name=name, daemon=True)
-        t.start()
-        self._threads.append(t)
-
+    # -- triggers -------------------------------------------------------------------------------
     def _watch_leases(self, revision: int) -> None:
         backoff = 1.0
         while not self.stop.is_set():
@@ -145,42 +149,42 @@ class Daemon:
                     self.events.put(("leases", batch, time.monotonic()))
                     backoff = 1.0
                 return
-            except Exception as err:  # the backend reconnects itself; this is the last resort
-                log.error("lease watch failed: %s; restarting in %.0fs", err, backoff)
+            except Exception as err:  # the backend reconnects by itself; this is the last resort
+                log.error("lease watch failed: %s; re-snapshot in %.0fs", err, backoff)
                 if self.metrics:
                     self.metrics.watch_restarts.inc()
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30)
-                leases, revision = self.backend.snapshot()
-                self.events.put(("snapshot", leases, time.monotonic()))
+                try:
+                    leases, revision = self.backend.snapshot()
+                    self.events.put(("snapshot", leases, time.monotonic()))
+                except Exception as err2:
+                    log.error("lease snapshot failed: %s", err2)
 
     def _on_link_event(self, ev: LinkEvent) -> None:
-        dev, underlay = self.device, self.underlay
-        if ev.kind == "link-del" and dev is not None and (ev.index == dev.index or ev.name == dev.name):
+        devices = {p.device.index: p.device.name for p in self.paths.values() if p.device}
+        if ev.kind == "link-del" and (ev.index in devices or ev.name in devices.values()):
             self.events.put(("device", ev, time.monotonic()))
-        elif ev.kind.startswith("addr") and underlay is not None and ev.index == underlay.index:
-            self.events.put(("underlay", ev, time.monotonic()))
-        elif ev.kind == "link-del" and underlay is not None and ev.index == underlay.index:
+        elif self.underlay is not None and ev.index == self.underlay.index and ev.kind != "link-new":
             self.events.put(("underlay", ev, time.monotonic()))
 
-    def apply_lease_events(self, batch: list[LeaseEvent]) -> None:
-        for ev in batch:
-            if ev.kind == "added":
-                self.peers[ev.lease.key] = ev.lease
-            else:
-                self.peers.pop(ev.lease.key, None)
+    def _on_own_change(self, lease: Lease) -> None:
+        self.events.put(("own", lease, time.monotonic()))
 
+    # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
         """Until stop is set: wait for triggers, fold them together, reconcile."""
         next_resync = time.monotonic() + self.settings.resync
+        self.started = True
         while not self.stop.is_set():
-            self.heartbeat = time.monotonic()
-            timeout = max(0.0, min(1.0, next_resync - time.monotonic()))
+            self.beat()
+            if self.metrics is not None:
+                self._export_lease_ttl()
             try:
-                first = self.events.get(timeout=timeout)
+                first = self.events.get(timeout=max(0.0, min(1.0, next_resync - time.monotonic())))
             except queue.Empty:
-                if time.monotonic() >= next_resync:
-                    self._safe_reconcile("resync")
+                if time.monotonic() >= next_resync or self.full_pending:
+                    self._safely(self.full_reconcile, "resync" if not self.full_pending else "retry")
                     next_resync = time.monotonic() + self.settings.resync
                 continue
             batch = [first]
@@ -189,65 +193,132 @@ class Daemon:
                     batch.append(self.events.get_nowait())
                 except queue.Empty:
                     break
-            reasons, oldest = set(), None
-            for kind, payload, at in batch:
-                reasons.add(kind)
-                if kind == "leases":
-                    self.apply_lease_events(payload)
-                    oldest = at if oldest is None else min(oldest, at)
-                elif kind == "snapshot":
-                    self.peers = {l.key: l for l in payload}
-            if "device" in reasons:
-                log.warning("device %s was deleted; recreating it with every peer", self.device_name)
-            self._safe_reconcile("+".join(sorted(reasons)))
-            if oldest is not None and self.metrics:
-                self.metrics.event_to_kernel.observe(time.monotonic() - oldest)
+            self.handle(batch)
 
-    def _safe_reconcile(self, reason: str) -> None:
+    def handle(self, batch: list[tuple]) -> None:
+        """One pass over queued triggers: lease events incrementally, anything else in full."""
+        lease_events: list[LeaseEvent] = []
+        reasons, oldest = set(), None
+        for kind, payload, at in batch:
+            reasons.add(kind)
+            if kind == "leases":
+                lease_events.extend(payload)
+                oldest = at if oldest is None else min(oldest, at)
+            elif kind == "snapshot":
+                self.peers = {l.key: l for l in payload}
+            elif kind == "own":
+                log.warning("own lease is now %s (was %s)", payload.key, self.own.key)
+                self.own = payload
+            elif kind == "device":
+                log.warning("device %s was deleted; recreating it with every peer", payload.name or payload.index)
+            elif kind == "underlay":
+                self._check_underlay()
+        for ev in lease_events:
+            if ev.kind == "added":
+                self.peers[ev.lease.key] = ev.lease
+            else:
+                self.peers.pop(ev.lease.key, None)
+        if reasons - {"leases"} or self.full_pending:
+            self._safely(self.full_reconcile, "+".join(sorted(reasons)))
+            if "own" in reasons:
+                self._write_subnet_file()
+        elif lease_events:
+            self._safely(self.incremental_reconcile, lease_events)
+        if oldest is not None and self.metrics is not None:
+            self.metrics.event_to_kernel.observe(time.monotonic() - oldest)
+
+    def _check_underlay(self) -> None:
+        s = self.settings
         try:
-            self.reconcile(reason)
-            self.last_error = None
-        except DatapathError as err:
-            self.last_error = str(err)
-            log.error("reconcile (%s) failed: %s", reason, err)
-            if self.metrics:
-                self.metrics.netlink_errors.inc()
+            now = select_underlay(self._nl, ifaces=s.ifaces, iface_regex=s.iface_regex,
+                                  can_reach=s.iface_can_reach, public_ip=s.public_ip)
+        except (SettingsError, DatapathError) as err:
+            log.error("underlay changed and is no longer usable: %s", err)
+            return
+        if (now.ip, now.index) != (self.underlay.ip, self.underlay.index):
+            log.error("underlay changed from %s (%s) to %s (%s): peers know our old address; stopping so "
+                      "the supervisor restarts us with a lease for the new one (the datapath stays)",
+                      self.underlay.name, self.underlay.ip, now.name, now.ip)
+            self.stop.set()
 
-    def reconcile(self, reason: str) -> None:
+    def _safely(self, fn, arg) -> None:
+        try:
+            fn(arg)
+            self.full_pending = False
+        except DatapathError as err:
+            self.full_pending = True
+            log.error("reconcile failed: %s (a full reconcile follows)", err)
+            if self.metrics is not None:
+                self.metrics.reconciled(0.0, ok=False)
+
+    def full_reconcile(self, reason: str) -> None:
         started = time.monotonic()
-        for attempt in range(2):
+        totals, errors = {}, []
+        for path in self.paths.values():
+            for attempt in range(2):
+                try:
+                    mac = self.own.vtep_mac if path.cfg.family == 4 else self.own.vtep_mac_v6
+                    path.ensure_device(mac, self.own)
+                    plan, result = path.full(self.own, self.peers.values())
+                    break
+                except DeviceMissing:
+                    if attempt:
+                        raise
+                    log.warning("%s vanished during reconcile; recreating it", path.cfg.device_name)
+            _merge(totals, result.counts)
+            errors += result.errors
+        if self.rules is not None and self.rules.enabled:
             try:
-                self.device = self.ensure_device()
-                own = self.own
-                desired = desired_entries(own, self.peers.values(),
-                                          direct_routing=self.config.backend.direct_routing,
-                                          underlay_net=self.underlay.network)
-                actual = self._nl.dump_entries(self.device.index, direct_within=self.config.network)
-                plan = plan_changes(desired, actual)
-                result = self._nl.apply(plan, self.device.index, self.underlay.index)
-                break
-            except DeviceMissing:
-                if attempt:
-                    raise
-                log.warning("device vanished during reconcile; recreating")
-        for extra in self.extras:
-            extra.ensure(self)
+                self.rules.ensure(self.config.network if 4 in self.paths else None,
+                                  self.own.subnet if 4 in self.paths else None,
+                                  self.config.ipv6_network if 6 in self.paths else None,
+                                  self.own.ipv6_subnet if 6 in self.paths else None)
+                if self.readiness is not None:
+                    self.readiness.set("rules in place")
+            except Exception as err:
+                if self.readiness is not None:
+                    self.readiness.set("rules in place", False, str(err))
+                raise DatapathError("packet filter rules", 0, str(err)) from None
+        self._account(f"full reconcile ({reason})", started, totals, errors)
+
+    def incremental_reconcile(self, events: list[LeaseEvent]) -> None:
+        started = time.monotonic()
+        totals, errors = {}, []
+        for path in self.paths.values():
+            plan, result = path.incremental(self.own, events)
+            _merge(totals, result.counts)
+            errors += result.errors
+        self._account(f"{len(events)} lease events", started, totals, errors)
+
+    def _account(self, what: str, started: float, counts: dict, errors: list) -> None:
         elapsed = time.monotonic() - started
-        if not plan.empty or result.errors:
-            log.info("reconcile (%s): %s in %.1f ms%s", reason,
-                     ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items())) or "no changes",
-                     elapsed * 1000, f"; {len(result.errors)} errors" if result.errors else "")
-        for err in result.errors[:5]:
+        if counts or errors:
+            log.info("%s: %s in %.1f ms%s", what, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                     elapsed * 1000, f"; {len(errors)} errors" if errors else "")
+        for err in errors[:5]:
             log.error("  %s", err)
-        if self.metrics:
-            self.metrics.observe_reconcile(elapsed, result.counts, len(result.errors),
-                                           peers=len(desired.routes))
-        if result.errors:
-            raise DatapathError(f"reconcile ({reason})", result.errors[0].errno,
-                                f"{len(result.errors)} requests failed, first: {result.errors[0]}")
+        if self.metrics is not None:
+            self.metrics.reconciled(elapsed, ok=not errors)
+            for key, n in counts.items():
+                verb, kind = key.split("_", 1)
+                (self.metrics.added if verb == "add" else self.metrics.removed)(ENTRY_KIND[kind], n)
+            if errors:
+                self.metrics.netlink_errors.inc(len(errors))
+            self.metrics.peers.set(max((len(p.programmed) for p in self.paths.values()), default=0))
+        if self.readiness is not None:
+            self.readiness.set("datapath programmed", not errors, f"{len(errors)} netlink errors" if errors else "")
+        if errors:
+            raise DatapathError(what, errors[0].errno, f"{len(errors)} requests failed, first: {errors[0]}")
+
+    def _export_lease_ttl(self) -> None:
+        try:
+            health = self.backend.health()
+        except Exception:
+            return
+        self.metrics.set_lease_expiry(time.time() + health.ttl_left if health.ttl_left is not None else None)
 
     def shutdown(self) -> None:
-        """Stop the loop and the threads; leave the datapath in place (pods keep talking)."""
+        """Stop the loop and the threads; leave the datapath and the lease in place."""
         self.stop.set()
         try:
             self.backend.close()
@@ -255,3 +326,8 @@ class Daemon:
             log.warning("closing the lease backend: %s", err)
         if self._nl is not None:
             self._nl.close()
+
+
+def _merge(totals: dict, counts: dict) -> None:
+    for k, v in counts.items():
+        totals[k] = totals.get(k, 0) + v

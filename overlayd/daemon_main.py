@@ -70,12 +70,28 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from .backend_flags import make_backend
     from .daemon import Daemon
+    from .health import Heartbeat, HealthError, HealthServer, Readiness, Status
+    from .metrics import Metrics
+    from .rules import RulesKeeper
 
     try:
         settings = settings_from_args(args)
+        rules = RulesKeeper(ip_masq=settings.ip_masq, forward_rules=settings.iptables_forward_rules)
+        conditions = ["subnet file written", "datapath programmed"] + (["rules in place"] if rules.enabled else [])
+        readiness, metrics = Readiness(*conditions), Metrics()
+        heartbeat = Heartbeat(max_age=max(30.0, 3 * settings.resync))
         backend = make_backend(args)
-        daemon = Daemon(settings, backend)
-    except (OverlayError, ValueError) as err:
+        daemon = Daemon(settings, backend, metrics=metrics, readiness=readiness, rules=rules, heartbeat=heartbeat)
+
+        def liveness():
+            # While start-up waits (for etcd, for a podCIDR) the daemon is alive but not ready.
+            return heartbeat() if daemon.started else Status(True, "starting")
+
+        server = None
+        if settings.healthz_port:
+            server = HealthServer(settings.healthz_ip, settings.healthz_port, liveness=liveness,
+                                  readiness=readiness, registry=metrics.registry).start()
+    except (OverlayError, HealthError, ValueError) as err:
         log.error("%s", err)
         return 2
 
@@ -93,4 +109,6 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         return 1
     finally:
         daemon.shutdown()
+        if server is not None:
+            server.close()
     return 0

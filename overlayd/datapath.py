@@ -1,0 +1,135 @@
+"""One address family's overlay: its vxlan device and the entries to every peer.
+
+Full reconcile: desired (all leases) vs a netlink dump, apply the difference.
+Incremental (a batch of lease events): the difference between the touched peers' old and new
+entries only, so one new peer among 5,000 costs three netlink requests, not a full dump.
+`programmed` remembers what this object last put in the kernel per lease key; a full reconcile
+re-reads the kernel, so the cache can never drift for longer than one resync period.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+from typing import Iterable, Optional
+
+from subnet_lease.lease import Lease, LeaseEvent
+
+from .desired import desired_entries, entries_of, is_self, lease_fields, peer_entries
+from .diff import plan_changes
+from .entries import PeerEntries, Plan
+from .errors import DatapathError
+from .netlink import AF_INET, AF_INET6, ApplyResult, LinkInfo, Netlink, VxlanSpec
+
+log = logging.getLogger(__name__)
+
+OVERHEAD = {4: 50, 6: 70}     # outer IP + UDP + VXLAN + inner Ethernet
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyConfig:
+    family: int                  # 4 or 6
+    device_name: str             # flannel.1 / flannel-v6.1
+    vni: int
+    port: int
+    local_ip: str                # underlay address of this family
+    underlay_index: int
+    underlay_mtu: int
+    underlay_net: Optional[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    network: Optional[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    mtu: Optional[int] = None    # Backend.MTU, else underlay MTU minus the overhead
+    learning: bool = False
+    gbp: bool = False
+    direct_routing: bool = False
+    tx_checksum_off: bool = False
+
+    @property
+    def device_mtu(self) -> int:
+        return self.mtu or (self.underlay_mtu - OVERHEAD[self.family])
+
+    def spec(self, mac: Optional[str]) -> VxlanSpec:
+        return VxlanSpec(name=self.device_name, vni=self.vni, port=self.port, local_ip=self.local_ip,
+                         underlay_index=self.underlay_index, mtu=self.device_mtu, mac=mac,
+                         learning=self.learning, gbp=self.gbp)
+
+
+class FamilyPath:
+    def __init__(self, nl: Netlink, cfg: FamilyConfig):
+        self.nl = nl
+        self.cfg = cfg
+        self.device: Optional[LinkInfo] = None
+        self.programmed: dict[str, PeerEntries] = {}
+
+    # -- the device -----------------------------------------------------------------------------
+    def ensure_device(self, mac: Optional[str], own: Optional[Lease]) -> LinkInfo:
+        """Adopt a compatible device, recreate an incompatible one, keep the MAC peers know."""
+        nl, spec = self.nl, self.cfg.spec(mac or (self.device.mac if self.device else None))
+        dev = nl.link(spec.name)
+        if dev is not None and not dev.matches(spec):
+            log.warning("%s does not match the config (vni/port/local/underlay); recreating it", spec.name)
+            nl.delete_link(dev.index)
+            dev = None
+        created = dev is None
+        if created:
+            dev = nl.create_vxlan(spec)
+            self.programmed.clear()
+            log.info("created %s (vni %d, local %s, mtu %d, mac %s)", dev.name, spec.vni, spec.local_ip,
+                     spec.mtu, dev.mac)
+            if self.cfg.tx_checksum_off:
+                nl.set_tx_checksum(dev.index, False)
+        changed = created
+        if spec.mac and dev.mac != spec.mac:
+            log.warning("%s has mac %s, peers know %s: setting it back", spec.name, dev.mac, spec.mac)
+            nl.set_link(dev.index, mac=spec.mac)
+            changed = True
+        if dev.mtu != spec.mtu:
+            nl.set_link(dev.index, mtu=spec.mtu)
+            changed = True
+        if not dev.up:
+            nl.set_link(dev.index, up=True)
+            changed = True
+        if own is not None:
+            subnet = lease_fields(own, self.cfg.family)[0]
+            if subnet is not None:
+                nl.ensure_only_address(dev.index, str(subnet.network_address), subnet.max_prefixlen)
+        self.device = nl.link(index=dev.index) if changed else dev
+        return self.device
+
+    # -- reconcile ------------------------------------------------------------------------------
+    def _peer(self, lease: Lease) -> Optional[PeerEntries]:
+        return peer_entries(lease, self.cfg.family, direct_routing=self.cfg.direct_routing,
+                            underlay_net=self.cfg.underlay_net)
+
+    def full(self, own: Lease, peers: Iterable[Lease]) -> tuple[Plan, ApplyResult]:
+        peers = list(peers)
+        desired = desired_entries(own, peers, self.cfg.family, direct_routing=self.cfg.direct_routing,
+                                  underlay_net=self.cfg.underlay_net)
+        actual = self.nl.dump_entries(self.device.index, AF_INET6 if self.cfg.family == 6 else AF_INET,
+                                      direct_within=self.cfg.network)
+        plan = plan_changes(desired, actual)
+        result = self.nl.apply(plan, self.device.index, self.cfg.underlay_index)
+        self.programmed = {l.key: pe for l in peers if not is_self(own, l) and (pe := self._peer(l))}
+        return plan, result
+
+    def incremental(self, own: Lease, events: list[LeaseEvent]) -> tuple[Plan, ApplyResult]:
+        """Apply only what these events change. The last event for a key wins."""
+        latest: dict[str, Optional[Lease]] = {}
+        for ev in events:
+            if is_self(own, ev.lease):
+                continue
+            latest[ev.lease.key] = ev.lease if ev.kind == "added" else None
+        new = {key: (self._peer(lease) if lease is not None else None) for key, lease in latest.items()}
+        old = {key: self.programmed.get(key) for key in latest}
+        plan = plan_changes(entries_of(new.values()), entries_of(old.values()))
+        # Entries another, untouched peer still needs are not removed.
+        if plan.del_fdbs or plan.del_neighs:
+            keep = entries_of(pe for k, pe in self.programmed.items() if k not in latest)
+            plan.del_fdbs = [f for f in plan.del_fdbs if f not in keep.fdbs]
+            plan.del_neighs = [n for n in plan.del_neighs if n.ip not in keep.neighs]
+        result = self.nl.apply(plan, self.device.index, self.cfg.underlay_index)
+        for key, pe in new.items():
+            if pe is None:
+                self.programmed.pop(key, None)
+            else:
+                self.programmed[key] = pe
+        return plan, result

@@ -1,0 +1,44 @@
+"""Packet-filter rules the daemon keeps: masquerade (--ip-masq) and FORWARD accepts.
+
+Re-asserted on every full reconcile; the masquerade table is replaced when the Network or the
+lease changes, and removed when --ip-masq is off (a previous run may have left it).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from .masquerade import CommandRunner, Masquerade, MasqSpec
+from .forward_rules import ForwardRules
+
+log = logging.getLogger(__name__)
+
+
+class RulesKeeper:
+    def __init__(self, *, ip_masq: bool, forward_rules: bool, runner: CommandRunner = CommandRunner()):
+        self.ip_masq = ip_masq
+        self.forward_rules = forward_rules
+        self.masq = Masquerade(runner)
+        self.forward = ForwardRules(runner)
+
+    @property
+    def enabled(self) -> bool:
+        return self.ip_masq or self.forward_rules
+
+    def ensure(self, network, subnet, ipv6_network=None, ipv6_subnet=None) -> bool:
+        """Put the rules in place; True if anything was (re)written."""
+        changed = False
+        if self.ip_masq:
+            spec = MasqSpec(network=network, subnet=subnet, ipv6_network=ipv6_network, ipv6_subnet=ipv6_subnet)
+            if self.masq.ensure(spec):
+                log.info("masquerade rules written for %s", ", ".join(str(n) for n in (network, ipv6_network) if n))
+                changed = True
+        elif self.masq.listing() is not None:
+            self.masq.remove()
+            log.info("--ip-masq is off: removed the masquerade table a previous run left")
+            changed = True
+        if self.forward_rules:
+            if self.forward.ensure([n for n in (network, ipv6_network) if n is not None]):
+                log.info("FORWARD accepts written for the pod network")
+                changed = True
+        return changed
