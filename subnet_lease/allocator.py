@@ -72,31 +72,26 @@ class _Taken:
     """The subnets blocked by existing keys, checked by overlap (mixed lengths are possible)."""
 
     def __init__(self, nets: Iterable):
-        self._exact = set()
-        self._other = []
+        self._by_len: dict[int, set[int]] = {}          # prefix length -> network addresses (int)
         for net in nets:
             if net is not None:
-                self._exact.add(net)
-                self._other.append(net)
-        self._by_len = {}
-        for net in self._other:
-            self._by_len.setdefault(net.prefixlen, set()).add(net)
+                self._by_len.setdefault(net.prefixlen, set()).add(int(net.network_address))
 
-    def blocks(self, subnet) -> bool:
-        if subnet in self._exact:
-            return True
-        for plen, nets in self._by_len.items():
-            if plen == subnet.prefixlen:
-                continue
-            if plen < subnet.prefixlen:
-                if subnet.supernet(new_prefix=plen) in nets:
+    def blocks_int(self, addr: int, plen: int, bits: int) -> bool:
+        """Is the /plen starting at `addr` overlapped by any existing key?"""
+        for other_len, addrs in self._by_len.items():
+            if other_len <= plen:           # a key as big or bigger: does it contain us?
+                mask = ((1 << other_len) - 1) << (bits - other_len)
+                if addr & mask in addrs:
                     return True
-            elif any(n.subnet_of(subnet) for n in nets):
-                return True
+            else:                           # smaller keys: is one of them inside us?
+                end = addr + (1 << (bits - plen))
+                if any(addr <= a < end for a in addrs):
+                    return True
         return False
 
-    def __len__(self) -> int:
-        return len(self._exact)
+    def blocks(self, subnet) -> bool:
+        return self.blocks_int(int(subnet.network_address), subnet.prefixlen, subnet.max_prefixlen)
 
 
 def _pick(rng: random.Random, net, plen: int, lo, hi, taken: _Taken, config_desc: str):
@@ -108,15 +103,16 @@ def _pick(rng: random.Random, net, plen: int, lo, hi, taken: _Taken, config_desc
     def candidate(i):
         return make((i * size, plen))
 
+    bits = net.max_prefixlen
     if count <= _ENUMERATE_LIMIT:
-        free = [i for i in range(first, last + 1) if not taken.blocks(candidate(i))]
+        free = [i for i in range(first, last + 1) if not taken.blocks_int(i * size, plen, bits)]
         if free:
             return candidate(rng.choice(free))
     else:
         for _ in range(_PROBES):
-            c = candidate(rng.randint(first, last))
-            if not taken.blocks(c):
-                return c
+            i = rng.randint(first, last)
+            if not taken.blocks_int(i * size, plen, bits):
+                return candidate(i)
     raise PoolExhausted(f"no free subnet left: {config_desc} offers {count} subnets between "
                         f"{lo} and {hi} and all are leased or reserved; widen the Network, "
                         f"shorten SubnetLen, or delete stale leases")

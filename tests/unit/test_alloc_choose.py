@@ -74,3 +74,11 @@ def test_dual_stack_picks_both_families_and_ipv6_pool_is_probed_not_listed():
     assert c.ipv6_subnet.prefixlen == 64 and c.ipv6_subnet != taken.ipv6_subnet
     again = choose_subnet(config, [taken], ip("192.0.2.1"))
     assert again.reason == "own-lease" and again.ipv6_subnet == net("fc00:0:0:5::/64")
+
+
+def test_a_wider_existing_key_blocks_every_subnet_inside_it():
+    config = parse_net_config('{"Network":"10.244.0.0/21","SubnetLen":24}')   # .1 - .7 usable
+    leases = [lease("10.244.0.0/22", "192.0.2.1"), lease("10.244.4.0/23", "192.0.2.2"),
+              lease("10.244.6.0/24", "192.0.2.3")]
+    picks = {choose_subnet(config, leases, ip("192.0.2.9"), rng=random.Random(s)).subnet for s in range(20)}
+    assert picks == {net("10.244.7.0/24")}
