@@ -36,59 +36,69 @@ def make_certs(directory: str) -> Certs:
 
 
 @dataclass
-class TlsEtcd:
+class OwnEtcd:
+    """An etcd this test module starts itself (TLS, or restartable on the same port and data)."""
     url: str
-    certs: Certs
+    certs: "Certs | None"
+    cmd: list
+    log_path: str
+    proc: "subprocess.Popen | None" = None
 
     def etcdctl(self, *args: str) -> str:
-        cmd = ["etcdctl", f"--endpoints={self.url}", f"--cacert={self.certs.ca}",
-               f"--cert={self.certs.client_cert}", f"--key={self.certs.client_key}", *args]
+        tls = [f"--cacert={self.certs.ca}", f"--cert={self.certs.client_cert}",
+               f"--key={self.certs.client_key}"] if self.certs else []
+        cmd = ["etcdctl", f"--endpoints={self.url}", *tls, *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
                               env=dict(os.environ, ETCDCTL_API="3"))
         if proc.returncode:
             raise RuntimeError(f"etcdctl {' '.join(args)}: {proc.stderr.strip()}")
         return proc.stdout
 
+    def start(self) -> "OwnEtcd":
+        import time
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self.proc.returncode}")
+            try:
+                self.etcdctl("endpoint", "health")
+                return self
+            except RuntimeError:
+                time.sleep(0.1)
+        raise RuntimeError(f"etcd on {self.url} did not become healthy")
 
-def start_tls_etcd(cleanup, directory: str) -> TlsEtcd:
-    """etcd serving https with client-certificate auth on a free loopback port.
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
-    (overlayd.lab.etcd.start_etcd checks health over http://, so TLS needs its own start.)
+
+def start_own_etcd(cleanup, directory: str, *, tls: bool = False) -> OwnEtcd:
+    """etcd on a free loopback port with its data in `directory`; https + client certs if tls.
+
+    (overlayd.lab.etcd.start_etcd checks health over http:// and cannot restart in place.)
     """
-    import shutil
-    import time
     from overlayd.lab.etcd import ETCD_BIN, free_port
 
-    certs = make_certs(directory)
-    data_dir = os.path.join(directory, "data")
+    certs = make_certs(directory) if tls else None
     port, peer = free_port(), free_port()
-    url = f"https://127.0.0.1:{port}"
-    cmd = [ETCD_BIN, "--name", "tls", "--data-dir", data_dir,
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    cmd = [ETCD_BIN, "--name", "own", "--data-dir", os.path.join(directory, "data"),
            "--listen-client-urls", url, "--advertise-client-urls", url,
            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-           "--initial-cluster", f"tls=http://127.0.0.1:{peer}", "--log-level", "error",
-           "--cert-file", certs.server_cert, "--key-file", certs.server_key,
-           "--trusted-ca-file", certs.ca, "--client-cert-auth"]
-    with open(os.path.join(directory, "etcd.log"), "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop():
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    cleanup.push(f"tls etcd pid {proc.pid}", stop)
-    server = TlsEtcd(url, certs)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"etcd exited with {proc.returncode}")
-        try:
-            server.etcdctl("endpoint", "health")
-            return server
-        except RuntimeError:
-            time.sleep(0.1)
-    raise RuntimeError(f"TLS etcd on {url} did not become healthy")
+           "--initial-cluster", f"own=http://127.0.0.1:{peer}", "--log-level", "error"]
+    if tls:
+        cmd += ["--cert-file", certs.server_cert, "--key-file", certs.server_key,
+                "--trusted-ca-file", certs.ca, "--client-cert-auth"]
+    server = OwnEtcd(url, certs, cmd, os.path.join(directory, "etcd.log"))
+    cleanup.push(f"etcd {url}", server.stop)
+    return server.start()

@@ -230,3 +230,25 @@ def test_reservation_is_never_taken_and_own_reservation_is_kept(make, etcd_serve
     assert str(own.subnet) == "10.244.1.0/24" and own.lease_id is None
     out = json.loads(etcd_server.etcdctl("get", f"{etcd_prefix}/subnets/10.244.1.0-24", "-w", "json").stdout)
     assert out["kvs"][0].get("lease", 0) == 0         # still a reservation
+
+
+def test_etcd_restart_is_survived_by_keeper_and_watch(cleanup, tmp_path):
+    from lease_certs import start_own_etcd
+    server = start_own_etcd(cleanup, str(tmp_path))
+    settings = dict(endpoints=(server.url,), prefix="/coreos.com/network", check_interval=0.5,
+                    backoff_initial=0.1, backoff_max=1.0, rpc_timeout=3)
+    me, peer = EtcdLeaseBackend(EtcdSettings(**settings)), EtcdLeaseBackend(EtcdSettings(**settings))
+    cleanup.push("backends", lambda: (me.close(), peer.close()))
+    lease = me.acquire(CONFIG, template(1))
+    _, revision = me.snapshot()
+    col = Collector(me, revision)
+    try:
+        server.stop()
+        wait_for(lambda: me.health().last_error, what="the outage to be noticed")
+        server.start()                                    # same port, same data
+        p = peer.acquire(CONFIG, template(2))
+        wait_for(lambda: ("added", p) in col.seen(), what="watch reconnected")
+        wait_for(lambda: me.health().last_error is None, what="keeper recovered")
+        assert me.own_lease().lease_id == lease.lease_id and me.health().reacquisitions == 0
+    finally:
+        col.close()

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from lease_certs import start_tls_etcd
+from lease_certs import start_own_etcd
 from overlayd.backend_flags import add_backend_arguments, make_backend
 from overlayd.lab.etcd import start_etcd
 from subnet_lease.backend import BackendUnavailable
@@ -28,7 +28,7 @@ def backend_from_flags(*argv):
 def test_tls_with_client_certificates(cleanup):
     tmp = tempfile.mkdtemp(prefix="overlayd-tls-")
     cleanup.push(f"tmp {tmp}", lambda: shutil.rmtree(tmp, ignore_errors=True))
-    server = start_tls_etcd(cleanup, tmp)
+    server = start_own_etcd(cleanup, tmp, tls=True)
     certs, url = server.certs, server.url
     server.etcdctl("put", "/coreos.com/network/config", NETCONF)
 
