@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--nodes", type=int, default=3)
         p.add_argument("--pods-per-node", type=int, default=2)
         p.add_argument("--name", help="lab name (default: a unique one)")
+        p.add_argument("--dual-stack", action="store_true", help="IPv4 and IPv6 pods (flannel-v6.1 too)")
         p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                        help="extra overlayd flag for every node, e.g. --daemon-arg=--ip-masq")
     for action, text in (("status", "what a running lab consists of"),
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(list_labs()))
             return 0
         if args.action in ("up", "demo"):
-            lab = Lab(args.name, log=_say, daemon_args=tuple(args.daemon_arg))
+            lab = Lab(args.name, log=_say, daemon_args=tuple(args.daemon_arg), dual_stack=args.dual_stack)
             with interrupts_as_exceptions():
                 try:
                     started = time.monotonic()

@@ -22,6 +22,9 @@ import tempfile
 import time
 from typing import Callable, Optional
 
+from cni_plugin.invoke import run_plugin
+from cni_plugin.launcher import write as write_launcher
+
 from ..subnet_file import read_subnet_file as read_env
 from .cleanup import Cleanup
 from .etcd import EtcdServer, start_etcd
@@ -30,7 +33,11 @@ from .netns import LabError, add_netns, add_veth, delete_netns, ip, netns_exists
 STATE_DIR = "/run/overlayd-lab"
 UNDERLAY = ipaddress.ip_network("192.0.2.0/24")
 SWITCH_IP = "192.0.2.254"
+UNDERLAY6 = ipaddress.ip_network("2001:db8:1::/64")
+SWITCH_IP6 = "2001:db8:1::fe"
 DEFAULT_NET_CONF = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
+DUAL_STACK_NET_CONF = {"Network": "10.244.0.0/16", "EnableIPv6": True, "IPv6Network": "fd10:244::/56",
+                       "Backend": {"Type": "vxlan"}}
 ETCD_PREFIX = "/coreos.com/network"
 
 
@@ -46,6 +53,7 @@ class Pod:
     netns: str
     container_id: str
     ip: Optional[str] = None
+    ip6: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -54,6 +62,7 @@ class Node:
     netns: str
     underlay_ip: str
     workdir: str
+    underlay_ip6: Optional[str] = None
     pid: Optional[int] = None
     extra_args: list = dataclasses.field(default_factory=list)
 
@@ -74,9 +83,11 @@ class Node:
 
 class Lab:
     def __init__(self, name: Optional[str] = None, *, net_conf: Optional[dict] = None,
-                 log: Callable[[str], None] = lambda msg: None, daemon_args: tuple = ()):
+                 log: Callable[[str], None] = lambda msg: None, daemon_args: tuple = (),
+                 dual_stack: bool = False):
         self.name = name or f"ovl{unique_token()}"
-        self.net_conf = net_conf or DEFAULT_NET_CONF
+        self.dual_stack = dual_stack
+        self.net_conf = net_conf or (DUAL_STACK_NET_CONF if dual_stack else DEFAULT_NET_CONF)
         self.log = log
         self.daemon_args = list(daemon_args)
         self.cleanup = Cleanup()
@@ -107,13 +118,20 @@ class Lab:
             self.down()
             raise
 
+    @property
+    def plugin(self) -> str:
+        return os.path.join(self.workdir, "bin", "overlay")
+
     def _make_underlay(self) -> None:
         self.workdir = tempfile.mkdtemp(prefix=f"overlayd-lab-{self.name}-")
         self.cleanup.push(f"workdir {self.workdir}", lambda: shutil.rmtree(self.workdir, ignore_errors=True))
+        write_launcher(os.path.dirname(self.plugin))   # the fast `overlay` executable (cni_plugin.launcher)
         self.log(f"underlay switch {self.switch} ({UNDERLAY})")
         add_netns(self.switch, self.cleanup)
         ip("link", "add", "br0", "type", "bridge", netns=self.switch)
         ip("addr", "add", f"{SWITCH_IP}/{UNDERLAY.prefixlen}", "dev", "br0", netns=self.switch)
+        if self.dual_stack:
+            ip("addr", "add", f"{SWITCH_IP6}/{UNDERLAY6.prefixlen}", "dev", "br0", "nodad", netns=self.switch)
         ip("link", "set", "br0", "up", netns=self.switch)
         self.etcd = start_etcd(self.cleanup, host=SWITCH_IP, netns=self.switch, port=2379)
         self.log(f"etcd {self.etcd.endpoint} (in {self.switch})")
@@ -131,6 +149,11 @@ class Lab:
         ip("link", "set", "eth0", "up", netns=node.netns)
         ip("route", "add", "default", "via", SWITCH_IP, netns=node.netns)
         sysctl(node.netns, "net.ipv4.ip_forward", "1")
+        if self.dual_stack:
+            node.underlay_ip6 = str(UNDERLAY6.network_address + i)
+            ip("addr", "add", f"{node.underlay_ip6}/{UNDERLAY6.prefixlen}", "dev", "eth0", "nodad", netns=node.netns)
+            ip("-6", "route", "add", "default", "via", SWITCH_IP6, netns=node.netns)
+            sysctl(node.netns, "net.ipv6.conf.all.forwarding", "1")
         self.nodes.append(node)
         return node
 
@@ -197,18 +220,14 @@ class Lab:
 
     # -- pods -----------------------------------------------------------------------------------
     def cni(self, node: Node, command: str, pod: Pod, netconf: Optional[dict] = None) -> dict:
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-               "CNI_COMMAND": command, "CNI_CONTAINERID": pod.container_id,
-               "CNI_NETNS": f"/var/run/netns/{pod.netns}", "CNI_IFNAME": "eth0",
-               "CNI_PATH": f"{bin_dir()}:/usr/lib/cni"}
-        conf = json.dumps(netconf or node.netconf())
-        proc = subprocess.run(["ip", "netns", "exec", node.netns, os.path.join(bin_dir(), "overlay")],
-                              input=conf, capture_output=True, text=True, env=env, timeout=60)
-        out = proc.stdout.strip()
-        doc = json.loads(out) if out.startswith("{") else {}
-        if proc.returncode != 0:
-            raise LabError(f"CNI {command} for {pod.name} on {node.name} failed ({proc.returncode}): "
-                           f"{doc.get('msg') or out} {doc.get('details', '')} {proc.stderr.strip()}")
+        """Run the `overlay` plugin in the node's namespace exactly as a container runtime does."""
+        rc, out, err = run_plugin(self.plugin, command, netconf or node.netconf(), pod.container_id,
+                                  f"/var/run/netns/{pod.netns}", "eth0", [os.path.dirname(self.plugin), "/usr/lib/cni"],
+                                  run_in_netns=node.netns)
+        doc = out if isinstance(out, dict) else {}
+        if rc != 0:
+            raise LabError(f"CNI {command} for {pod.name} on {node.name} failed ({rc}): "
+                           f"{doc.get('msg') or out} {doc.get('details', '')} {err.strip()}")
         return doc
 
     def add_pod(self, node: Node, j: int) -> Pod:
@@ -219,9 +238,14 @@ class Lab:
         ips = result.get("ips") or []
         if not ips:
             raise LabError(f"CNI ADD for {pod.name} returned no IP: {result}")
-        pod.ip = ips[0]["address"].split("/")[0]
+        for entry in ips:
+            addr = entry["address"].split("/")[0]
+            if ":" in addr:
+                pod.ip6 = pod.ip6 or addr
+            else:
+                pod.ip = pod.ip or addr
         self.pods.append(pod)
-        self.log(f"pod {pod.name} on {node.name}: {pod.ip}")
+        self.log(f"pod {pod.name} on {node.name}: {pod.ip}" + (f", {pod.ip6}" if pod.ip6 else ""))
         return pod
 
     def node(self, name: str) -> Node:
@@ -289,6 +313,7 @@ class Lab:
     def save_state(self) -> None:
         os.makedirs(STATE_DIR, exist_ok=True)
         state = {"name": self.name, "workdir": self.workdir, "net_conf": self.net_conf,
+                 "dual_stack": self.dual_stack,
                  "daemon_args": self.daemon_args,
                  "etcd": {"host": self.etcd.host, "port": self.etcd.port, "peer_port": self.etcd.peer_port,
                           "data_dir": self.etcd.data_dir, "pid": self.etcd.proc.pid},
@@ -313,7 +338,8 @@ class Lab:
                 state = json.load(f)
         except FileNotFoundError:
             raise LabError(f"no lab named {name!r} (known: {', '.join(names) or 'none'})") from None
-        lab = cls(state["name"], net_conf=state["net_conf"], log=log, daemon_args=state.get("daemon_args", ()))
+        lab = cls(state["name"], net_conf=state["net_conf"], log=log, daemon_args=state.get("daemon_args", ()),
+                  dual_stack=state.get("dual_stack", False))
         lab.workdir = state["workdir"]
         e = state["etcd"]
         lab.etcd = EtcdServer(e["host"], e["port"], e["peer_port"], e["data_dir"], _Detached(e["pid"]), lab.switch)
