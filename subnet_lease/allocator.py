@@ -122,10 +122,12 @@ def choose_subnet(config: NetConfig, leases: Sequence[Lease], public_ip, *,
                   public_ipv6=None, previous_subnet=None, previous_ipv6_subnet=None,
                   rng: Optional[random.Random] = None) -> Choice:
     rng = rng or random.Random()
-    own = find_own(leases, public_ip, public_ipv6)
-    if own is not None and lease_fits(config, own):
+    # Own leases that no longer fit the config (Network changed) are skipped but still block
+    # their subnets until the store drops them.
+    own = find_own([lease for lease in leases if lease_fits(config, lease)], public_ip, public_ipv6)
+    if own is not None:
         return Choice(own.subnet, own.ipv6_subnet, existing=own, reason="own-lease")
-    others = [lease for lease in leases if lease is not own]
+    others = list(leases)
     taken4 = _Taken(lease.subnet for lease in others)
     taken6 = _Taken(lease.ipv6_subnet for lease in others)
 

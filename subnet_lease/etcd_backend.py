@@ -32,7 +32,7 @@ from pyetcd import events as etcd_events
 from pyetcd import exceptions as etcd_exc
 from pyetcd.client import Endpoint, MultiEndpointEtcd3Client
 
-from .allocator import PoolExhausted, choose_subnet, find_own, overlaps
+from .allocator import PoolExhausted, choose_subnet, find_own, is_own, overlaps
 from .backend import BackendUnavailable, LeaseError, LeaseHealth, diff_leases
 from .backoff import Backoff
 from .config import ConfigError, NetConfig, parse_net_config
@@ -317,7 +317,7 @@ class EtcdLeaseBackend:
             if ok and choice.existing is None and self._younger_overlap(key, new):
                 ok = False
             if ok:
-                reuse_lease_id = lease_id or reuse_lease_id
+                self._drop_stale_own(leases, raw, new, template)
                 return dataclasses.replace(new, lease_id=lease_id or None, ttl=ttl), key
             last_conflict = new.key
             reuse_lease_id = lease_id or reuse_lease_id
@@ -326,6 +326,17 @@ class EtcdLeaseBackend:
         raise LeaseError(f"could not acquire a subnet after {s.acquire_attempts} attempts: other "
                          f"nodes kept taking the chosen one (last: {last_conflict}); is something "
                          f"writing {s.subnets_prefix} in a loop?")
+
+    def _drop_stale_own(self, leases: dict, raw: dict, new: Lease, template: Lease) -> None:
+        """Our older keys that the config no longer allows (flannel deletes them too)."""
+        for key, lease in leases.items():
+            if (key != self.settings.subnets_prefix + new.key and lease.lease_id is not None
+                    and is_own(lease, template.public_ip, template.public_ipv6)):
+                log.info("deleting our stale lease %s", lease.key)
+                kv = raw[key]
+                self._call("delete", lambda c: c.transaction(
+                    compare=[c.transactions.mod(key) == kv.mod_revision],
+                    success=[c.transactions.delete(key)], failure=[]))
 
     def _younger_overlap(self, key: str, new: Lease) -> bool:
         """After a create: does an older key cover the same addresses? Then ours backs off."""
