@@ -255,11 +255,15 @@ def test_etcd_restart_is_survived_by_keeper_and_watch(cleanup, tmp_path):
 
 
 def test_changed_network_moves_the_node_and_drops_its_stale_key(make):
-    old = make().acquire(CONFIG, template(11))
+    # Each step is one daemon run on the same node: the previous run has stopped.
+    first = make()
+    old = first.acquire(CONFIG, template(11))
+    first.close()
     wider = parse_net_config('{"Network":"10.200.0.0/16"}')
     b = make()
     new = b.acquire(wider, template(11))
     assert new.subnet.subnet_of(wider.network)
     leases, _ = b.snapshot()
     assert [x.key for x in leases] == [new.key] and old.key != new.key
+    b.close()
     assert make().acquire(wider, template(11)) == new          # and it stays there
