@@ -93,7 +93,6 @@ def main() -> None:
             for key in list(changed)[:100]:
                 del changed[key]                     # 100 peers gone
             for i in range(100):                     # 100 new ones
-                s = ipaddress.ip_network(f"10.250.{i}.0/24")
                 changed[f"10.250.{i}.0-24"] = lease_from_json(f"10.250.{i}.0-24", _value(9000 + i))
             t0 = time.perf_counter()
             events = diff_leases(known, changed)
