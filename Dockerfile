@@ -11,7 +11,7 @@ ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE} AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates python3 python3-venv containernetworking-plugins \
+        ca-certificates python3 python3-venv binutils containernetworking-plugins \
     && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN PIP_NO_CACHE_DIR=1 bash /src/image/assemble.sh /

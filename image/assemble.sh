@@ -9,12 +9,14 @@
 #   bin/overlayd   -> ../venv/bin/overlayd (the daemon, and `overlayd install-cni`)
 #   bin/install-reference-plugins
 #   cni/           the self-contained CNI bundle: `overlay` plus the one directory beside it
-#                  that carries its interpreter (python -m cni_plugin.bundle build)
+#                  (`python -m cni_plugin.bundle build`, a PyInstaller one-dir build made in a
+#                  throwaway venv, so PyInstaller never lands in the image)
 #   cni-plugins/   bridge, host-local, portmap, loopback (the reference plugins we delegate to)
 #
 # Settings (environment): OVERLAYD_SRC (the source tree; default: this script's repository),
 # PYTHON (the interpreter the venv is made from; default /usr/bin/python3), CNI_PLUGIN_DIR
-# (where the reference plugins are; default /usr/lib/cni, Debian's containernetworking-plugins).
+# (where the reference plugins are; default /usr/lib/cni, Debian's containernetworking-plugins),
+# PYINSTALLER (the requirement installed into the throwaway build venv; default 'pyinstaller>=6.0,<7').
 # Nothing half-done: on any failure ROOT/opt/overlayd is removed again.
 set -euo pipefail
 
@@ -25,6 +27,7 @@ root=${1%/}
 src=${OVERLAYD_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 python=${PYTHON:-/usr/bin/python3}
 cni_plugin_dir=${CNI_PLUGIN_DIR:-/usr/lib/cni}
+pyinstaller=${PYINSTALLER:-pyinstaller>=6.0,<7}
 reference_plugins=(bridge host-local portmap loopback)
 prefix=/opt/overlayd
 dest=$root$prefix
@@ -42,7 +45,12 @@ fi
 
 work=$(mktemp -d)
 ok=0
+build_venv_pid=""
 cleanup() {
+    if [[ -n $build_venv_pid ]]; then
+        kill "$build_venv_pid" 2>/dev/null || true
+        wait "$build_venv_pid" 2>/dev/null || true
+    fi
     rm -rf "$work"
     if [[ $ok -ne 1 ]]; then
         rm -rf "$dest"
@@ -50,7 +58,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() { echo "==> $*"; }
+step() { echo "==> [${SECONDS}s] $*"; }
 
 # pip builds a local project inside its directory; build from a copy so the source tree
 # (read-only in CI, shared by parallel runs here) is never written to.
@@ -59,15 +67,30 @@ mkdir -p "$work/src"
 tar -C "$src" --exclude=__pycache__ --exclude='*.egg-info' \
     -cf - setup.cfg pyproject.toml README.md subnet_lease overlayd cni_plugin | tar -C "$work/src" -xf -
 
+# The two installs are independent and mostly wait on the network: run them side by side.
+step "installing $pyinstaller into a throwaway build venv (in the background)"
+{
+    "$python" -m venv "$work/build-venv" \
+        && "$work/build-venv/bin/python" -m pip install --quiet --disable-pip-version-check "$pyinstaller"
+} >"$work/build-venv.log" 2>&1 &
+build_venv_pid=$!
+
 step "creating $dest/venv from $python"
 mkdir -p "$dest"
 "$python" -m venv "$dest/venv"
-step "installing overlayd and its dependencies"
+step "installing overlayd and its dependencies into $dest/venv"
 "$dest/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$work/src"
 
+step "waiting for the build venv"
+if ! wait "$build_venv_pid"; then
+    build_venv_pid=""
+    cat "$work/build-venv.log" >&2
+    die "could not install $pyinstaller into the build venv (pip's output above)"
+fi
+build_venv_pid=""
 step "building the CNI bundle into $dest/cni"
-# From /, so the installed package is what runs, never a source tree in the working directory.
-(cd / && "$dest/venv/bin/python" -m cni_plugin.bundle build --out "$dest/cni")
+# From the source copy: the bundle carries cni_plugin from there and the standard library only.
+(cd "$work/src" && "$work/build-venv/bin/python" -m cni_plugin.bundle build --out "$dest/cni")
 
 step "adding the reference plugins (${reference_plugins[*]}) from $cni_plugin_dir"
 mkdir -p "$dest/cni-plugins"
