@@ -59,6 +59,22 @@ class Daemon:
         self._nl: Optional[Netlink] = None
 
     # -- start-up -------------------------------------------------------------------------------
+    def start_with_retry(self, max_backoff: float = 30.0) -> None:
+        """start(), retried with backoff while the lease store cannot be reached (no crash loop)."""
+        from subnet_lease.backend import BackendUnavailable
+
+        backoff = 1.0
+        while not self.stop.is_set():
+            try:
+                return self.start()
+            except BackendUnavailable as err:
+                log.warning("lease store unavailable (%s); retrying in %.0fs", err, backoff)
+                if self._nl is not None:
+                    self._nl.close()
+                    self._nl = None
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, max_backoff)
+
     def start(self) -> None:
         s = self.settings
         self._nl = Netlink(s.netns)

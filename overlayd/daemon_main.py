@@ -87,10 +87,18 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
             # While start-up waits (for etcd, for a podCIDR) the daemon is alive but not ready.
             return heartbeat() if daemon.started else Status(True, "starting")
 
+        def ready():
+            status = readiness()
+            if not status.ok and not daemon.started:
+                waiting = _waiting_for(backend)
+                if waiting:
+                    return Status(False, f"{status.reason}; {waiting}")
+            return status
+
         server = None
         if settings.healthz_port:
             server = HealthServer(settings.healthz_ip, settings.healthz_port, liveness=liveness,
-                                  readiness=readiness, registry=metrics.registry).start()
+                                  readiness=ready, registry=metrics.registry).start()
     except (OverlayError, HealthError, ValueError) as err:
         log.error("%s", err)
         return 2
@@ -98,17 +106,29 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
     def _term(signum, frame):
         log.info("signal %d: stopping; the datapath stays in place", signum)
         daemon.stop.set()
+        if not daemon.started:
+            backend.close()       # unblocks a start-up that waits for the store or a podCIDR
 
     signal.signal(signal.SIGTERM, _term)
     signal.signal(signal.SIGINT, _term)
     try:
-        daemon.start()
-        daemon.run()
-    except OverlayError as err:
-        log.error("%s", err)
+        daemon.start_with_retry()
+        if not daemon.stop.is_set():
+            daemon.run()
+    except Exception as err:
+        if daemon.stop.is_set():
+            return 0
+        log.error("%s", err, exc_info=not isinstance(err, (OverlayError, ValueError, RuntimeError)))
         return 1
     finally:
         daemon.shutdown()
         if server is not None:
             server.close()
     return 0
+
+
+def _waiting_for(backend) -> Optional[str]:
+    try:
+        return backend.health().waiting_for
+    except Exception:
+        return None

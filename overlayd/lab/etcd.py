@@ -31,10 +31,11 @@ class EtcdServer:
     data_dir: str
     proc: subprocess.Popen
     netns: Optional[str] = None
+    scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def etcdctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = ["etcdctl", f"--endpoints={self.endpoint}", *args]
@@ -76,7 +77,7 @@ def start_etcd(cleanup: Cleanup, *, host: str = "127.0.0.1", netns: Optional[str
     log = open(os.path.join(data_dir, "etcd.log"), "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
-    server = EtcdServer(host, port, peer_port, data_dir, proc, netns)
+    server = EtcdServer(host, port, peer_port, data_dir, proc, netns, scheme)
     cleanup.push(f"etcd pid {proc.pid}", server.stop)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
