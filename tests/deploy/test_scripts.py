@@ -77,6 +77,22 @@ def test_docker_context_holds_what_the_assembly_script_reads():
     assert 'ENTRYPOINT ["/opt/overlayd/bin/overlayd"]' in dockerfile
 
 
+def test_dockerfile_stages_install_what_assembly_and_runtime_need():
+    """Build stage: venv, PyInstaller's objdump, the reference plugins; both stages on one base,
+    because the venv links to the base's /usr/bin/python3."""
+    with open(os.path.join(REPO, "Dockerfile")) as f:
+        text = f.read().replace("\\\n", " ")
+    stages = text.split("\nFROM ")[1:]
+    assert len(stages) == 2
+    build, runtime = stages
+    assert build.split()[0] == runtime.split()[0] == "${DEBIAN_IMAGE}"
+    build_packages = set(build.split("apt-get install", 1)[1].split("&&", 1)[0].split())
+    assert {"python3", "python3-venv", "binutils", "containernetworking-plugins"} <= build_packages
+    runtime_packages = set(runtime.split("apt-get install", 1)[1].split("&&", 1)[0].split())
+    assert {"python3", "iptables", "nftables", "iproute2"} <= runtime_packages
+    assert "COPY --from=build /opt/overlayd /opt/overlayd" in runtime
+
+
 def _plugin(path, content: bytes) -> None:
     path.write_bytes(content)
     path.chmod(0o755)
