@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Debian's interpreter starts in ~15 ms; the CNI plugin is started once per pod.
 BASE_PYTHON ?= /usr/bin/python3
 DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nftables iptables \
-	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux
+	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux binutils
 PYTEST_ARGS ?=
 
 .PHONY: deps deb venv test demo bench clean kind-e2e
