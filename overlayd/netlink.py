@@ -21,7 +21,7 @@ import threading
 from typing import Callable, Iterable, Iterator, Optional
 
 from pyroute2 import IPRoute
-from pyroute2 import netns as pyroute2_netns
+from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
@@ -29,6 +29,14 @@ from .entries import Entries, FdbEntry, NeighEntry, PeerEntries, Plan, RouteEntr
 from .errors import DatapathError, DeviceMissing
 
 log = logging.getLogger(__name__)
+
+# IPRoute(netns=...) forks a child that opens the socket inside the namespace, hands it back and
+# is then sent SIGTERM. A child still running Python when that arrives would, with an inherited
+# Python SIGTERM handler (a daemon's graceful shutdown, the lab's cleanup-on-signal), raise in the
+# parent's copied stack and run the parent's finally blocks: closing shared netlink sockets (the
+# parent then waits forever for an answer the child read) or removing the lab's namespaces. This
+# makes the child restore the default SIGTERM action before it hands the socket back.
+pyroute2_config.disable_mp_signal = True
 
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
@@ -239,6 +247,55 @@ def _ext_ack_message(data, off: int, ln: int, flags: int) -> str:
     return ""
 
 
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/var/run/netns"
+
+
+def socket_in_netns(netns: Optional[str], family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket that lives in the named network namespace (or a path to one; None: ours).
+
+    A short-lived thread enters the namespace (setns moves only the calling thread), opens the
+    socket and ends; the socket stays in the namespace it was made in. No fork: pyroute2's
+    create_socket forks a child, which costs a process and, in a process with Python signal
+    handlers, lets the child run the parent's code when it is sent SIGTERM.
+    A missing namespace is FileNotFoundError; it is never created.
+    """
+    if not netns:
+        return socket.socket(family, kind, proto)
+    path = netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
+    box: dict = {}
+
+    def enter_and_open() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc().setns(fd, CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns {path}: {os.strerror(code)}")
+            finally:
+                os.close(fd)
+            box["sock"] = socket.socket(family, kind, proto)
+        except BaseException as err:
+            box["err"] = err
+
+    t = threading.Thread(target=enter_and_open, name=f"setns-{netns}", daemon=True)
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["sock"]
+
+
+_LIBC: Optional[ctypes.CDLL] = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
 class Wire:
     """A raw NETLINK_ROUTE socket in a namespace: pipelined requests and dumps, bytes in and out.
 
@@ -246,12 +303,7 @@ class Wire:
     """
 
     def __init__(self, netns: Optional[str] = None):
-        if netns:
-            # flags=0: never create the namespace by accident (pyroute2's default is O_CREAT).
-            sock = pyroute2_netns.create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW,
-                                                socket.NETLINK_ROUTE, flags=0)
-        else:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sock = socket_in_netns(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
             sock.bind((0, 0))
             for forced, plain in ((SO_SNDBUFFORCE, socket.SO_SNDBUF), (SO_RCVBUFFORCE, socket.SO_RCVBUF)):
@@ -444,7 +496,7 @@ class Netlink:
         self.netns = netns
         self._wire: Optional[Wire] = None      # the bulk socket, opened on first use
         try:
-            self._ipr = IPRoute(netns=netns) if netns else IPRoute()
+            self._ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
         except (NetlinkError, OSError) as err:
             raise DatapathError(f"open netlink socket (netns {netns})", getattr(err, "code", 0) or getattr(err, "errno", 0) or 0, str(err)) from None
 
@@ -728,7 +780,7 @@ class Netlink:
         if info is None:
             raise DeviceMissing(f"ethtool on link {index}", errno_mod.ENODEV, "no such device")
         value = ctypes.create_string_buffer(_ETHTOOL_VALUE.pack(cmd, data), _ETHTOOL_VALUE.size)
-        ifreq = bytearray(struct.pack("=16sP", info.name.encode(), ctypes.addressof(value)).ljust(40, b"\0"))
+        ifreq = bytearray(struct.pack("@16sP", info.name.encode(), ctypes.addressof(value)).ljust(40, b"\0"))
         try:
             # The ioctl acts on the socket's namespace: our netlink socket already lives in it.
             fcntl.ioctl(self._bulk().fileno(), SIOCETHTOOL, ifreq)
@@ -750,7 +802,7 @@ class Netlink:
     def watch_links(netns: Optional[str], stop: threading.Event, on_event: Callable[[LinkEvent], None],
                     ready: Optional[threading.Event] = None) -> None:
         """Blocking loop (run it in its own thread): report link and address changes until stop."""
-        mon = IPRoute(netns=netns) if netns else IPRoute()
+        mon = IPRoute(netns=netns, flags=0) if netns else IPRoute()
         try:
             mon.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
             if ready is not None:

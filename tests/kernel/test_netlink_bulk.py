@@ -6,14 +6,15 @@ checked against each other.
 """
 import errno
 import ipaddress
+import socket
 import sys
 
 import pytest
 
 from overlayd.entries import Entries, FdbEntry, NeighEntry, PeerEntries, Plan, RouteEntry
 from overlayd.errors import DatapathError, DeviceMissing
-from overlayd.lab.netns import ip, run
-from overlayd.netlink import Netlink, VxlanSpec
+from overlayd.lab.netns import ip, netns_exists, run, unique_token
+from overlayd.netlink import Netlink, VxlanSpec, socket_in_netns
 
 pytestmark = pytest.mark.kernel
 
@@ -210,3 +211,18 @@ def test_errors_are_datapath_errors_naming_the_request(node):
     assert [type(e) for e in result.errors] == [DatapathError]
     assert "not-a-mac" in str(result.errors[0]) and "10.244.9.0" in str(result.errors[0])
     assert len(nl.dump_entries(dev.index)) == 0
+
+
+def test_a_missing_namespace_is_an_error_and_is_not_created():
+    name = f"ovt-{unique_token()}-absent"
+    with pytest.raises(DatapathError):
+        Netlink(name)
+    with pytest.raises(FileNotFoundError):
+        socket_in_netns(name, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    assert not netns_exists(name)
+
+
+def test_the_bulk_socket_lives_in_the_namespace(node):
+    ns, nl, dev, under = node
+    with socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("192.0.2.1", 0))        # an address that exists only inside the namespace
