@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 import threading
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 from pyroute2 import IPRoute
 from pyroute2 import config as pyroute2_config
@@ -108,7 +108,7 @@ def _family(ip: str) -> int:
 # pyroute2 builds and parses every message as a tree of Python objects and waits for each answer:
 # ~2k requests/s here. A node with 5,000 peers needs 15,000 entries, so the bulk work (datapath
 # entries and their dumps) goes over a socket of our own: fixed-layout headers packed with struct,
-# thousands of requests per send, each with NLM_F_ACK and its own sequence number, and every ack
+# thousands of requests per send, each with its own sequence number, and every error answer
 # matched back to its request by that number. The kernel handles the requests of one send in
 # order, so "all ARP entries, then all FDB entries, then all routes" holds within a batch too.
 
@@ -343,24 +343,33 @@ class Wire:
         return base
 
     def requests(self, reqs: list[Request]) -> dict[int, tuple[int, str]]:
-        """Send every request with NLM_F_ACK, pipelined; {index: (errno, kernel text)} of failures."""
+        """Send the requests pipelined; {index: (errno, kernel text)} of those that failed.
+
+        The kernel answers a request without NLM_F_ACK only when it fails, and handles the
+        requests of one socket in order. So only the last request of each chunk asks for an
+        ack: once its answer is in, every earlier request of the chunk is done and each failure
+        has already arrived, matched to its request by sequence number. A chunk is never larger
+        than the receive buffer can hold answers for, even if every request in it fails.
+        """
         failures: dict[int, tuple[int, str]] = {}
         sock, buf, pack = self.sock, self._buf, _HDR.pack
         start, total = 0, len(reqs)
         while start < total:
-            # One chunk: as many requests as the receive buffer has room for acks, in one send.
             base = self._next_seqs(min(self.chunk, total - start))
             parts, size, end = [], 0, start
             while end < total and end - start < self.chunk and size < self.chunk_bytes:
                 kind, flags, payload = reqs[end]
-                parts.append(pack(16 + len(payload), kind, flags | NLM_F_REQUEST | NLM_F_ACK,
-                                  base + end - start, 0))
+                parts.append(pack(16 + len(payload), kind, flags | NLM_F_REQUEST, base + end - start, 0))
                 parts.append(payload)
                 size += 16 + len(payload)
                 end += 1
+            last = len(parts) - 2          # the chunk's last request carries NLM_F_ACK
+            kind, flags, payload = reqs[end - 1]
+            parts[last] = pack(16 + len(payload), kind, flags | NLM_F_REQUEST | NLM_F_ACK, base + end - 1 - start, 0)
             sock.send(b"".join(parts))
-            count, pending = end - start, end - start
-            while pending:
+            count, final = end - start, end - 1 - start
+            done = False
+            while not done:
                 got = sock.recv_into(buf)
                 off = 0
                 while off + 16 <= got:
@@ -369,10 +378,10 @@ class Wire:
                         break
                     idx = seq - base
                     if kind == NLMSG_ERROR and 0 <= idx < count:
-                        pending -= 1
                         err = -_I32.unpack_from(buf, off + 16)[0]
                         if err:
                             failures[start + idx] = (err, _ext_ack_message(buf, off, ln, flags))
+                        done = done or idx == final
                     off += (ln + 3) & ~3
             start = end
         return failures
@@ -438,9 +447,8 @@ def parse_neighbours(chunks: Iterable[bytes], ifindex: int, permanent_only: bool
     return out
 
 
-@dataclasses.dataclass(frozen=True)
-class RouteInfo:
-    """One route of a dump, as the reconcile needs it."""
+class RouteInfo(NamedTuple):
+    """One route of a dump, as the reconcile needs it (a tuple: thousands are made per dump)."""
     dst: str           # "10.244.2.0/24"
     dst_raw: bytes
     dst_len: int
