@@ -226,3 +226,36 @@ def test_the_bulk_socket_lives_in_the_namespace(node):
     ns, nl, dev, under = node
     with socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("192.0.2.1", 0))        # an address that exists only inside the namespace
+
+
+def test_errors_are_matched_to_requests_across_chunk_boundaries(node):
+    ns, nl, dev, under = node
+    nl._bulk().chunk = 7                     # many small sends: boundaries at 7, 14, ...
+    peers = [peer(i) for i in range(100)]
+    bad = {6, 7, 50, 99}                     # last of a chunk, first of the next, middle, the very last
+    for i in bad:
+        peers[i] = PeerEntries(route=RouteEntry(peers[i].route.dst, "224.0.0.1"), neigh=peers[i].neigh,
+                               fdb=peers[i].fdb)
+    result = nl.apply(Plan(add=peers), dev.index, under.index)
+    assert sorted(err.what for err in result.errors) == sorted(
+        f"replace route {peers[i].route.dst} via 224.0.0.1" for i in bad)
+    assert nl.dump_entries(dev.index) == entries(p for i, p in enumerate(peers) if i not in bad)
+
+
+def test_5000_failures_at_once_are_all_reported(node):
+    ns, nl, dev, under = node
+    # Every route is refused (with the kernel's extended-ack text): 5,000 error answers must all
+    # fit the receive buffer, and every peer is rolled back.
+    peers = [PeerEntries(route=RouteEntry(p.route.dst, "224.0.0.1"), neigh=p.neigh, fdb=p.fdb)
+             for p in map(peer, range(PEERS))]
+    result = nl.apply(Plan(add=peers), dev.index, under.index)
+    assert len(result.errors) == PEERS
+    assert {err.errno for err in result.errors} == {errno.EINVAL}
+    assert len(nl.dump_entries(dev.index)) == 0
+
+
+def test_a_missing_device_fails_every_add_as_device_missing(node):
+    ns, nl, dev, under = node
+    ip("link", "del", "flannel.1", netns=ns)
+    with pytest.raises(DeviceMissing):
+        nl.apply(Plan(add=[peer(i) for i in range(PEERS)]), dev.index, under.index)
