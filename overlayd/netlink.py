@@ -5,6 +5,10 @@ DatapathError here, in one place, with the errno meanings decided once:
   - ENOENT/ESRCH on delete: the entry is already gone, which is what we wanted: success.
   - EEXIST on an add we issue with replace/append semantics does not happen; elsewhere it is an error.
 A Netlink object must be used from the thread that created it (pyroute2 0.9 binds its loop to it).
+
+Bulk work (the ARP/FDB/route entries of thousands of peers, and their dumps) does not go through
+pyroute2 but through Wire below: a raw rtnetlink socket with hand-packed requests sent thousands
+at a time and hand-parsed answers. Links, addresses and the link watcher stay on pyroute2.
 """
 from __future__ import annotations
 
@@ -18,14 +22,14 @@ import os
 import socket
 import struct
 import threading
-from typing import Callable, Iterable, Iterator, NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 from pyroute2 import IPRoute
 from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
-from .entries import Entries, FdbEntry, NeighEntry, PeerEntries, Plan, RouteEntry
+from .entries import Entries, FdbEntry, NeighEntry, Plan, RouteEntry
 from .errors import DatapathError, DeviceMissing
 
 log = logging.getLogger(__name__)
@@ -33,9 +37,10 @@ log = logging.getLogger(__name__)
 # IPRoute(netns=...) forks a child that opens the socket inside the namespace, hands it back and
 # is then sent SIGTERM. A child still running Python when that arrives would, with an inherited
 # Python SIGTERM handler (a daemon's graceful shutdown, the lab's cleanup-on-signal), raise in the
-# parent's copied stack and run the parent's finally blocks: closing shared netlink sockets (the
-# parent then waits forever for an answer the child read) or removing the lab's namespaces. This
-# makes the child restore the default SIGTERM action before it hands the socket back.
+# parent's copied stack and run the parent's finally blocks (closing the shared netlink sockets,
+# removing the lab's namespaces); the benchmark saw this as the parent hanging in a pyroute2 call
+# that never got its answer. This makes the child restore the default SIGTERM action before it
+# hands the socket back, so SIGTERM ends it at once.
 pyroute2_config.disable_mp_signal = True
 
 NUD_PERMANENT = 0x80
