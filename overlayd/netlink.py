@@ -225,8 +225,16 @@ def route_request(verb: str, vxlan_index: int, underlay_index: int, r: RouteEntr
         raise ValueError(f"{r.dst!r} has a bad prefix length")
     oif = _NLA_OIF + _U32.pack(underlay_index if r.direct else vxlan_index)
     if verb == "del":
+        # Name the route precisely, so an operator's route to the same prefix is never the one
+        # removed: a vxlan route by its device, a direct route by its gateway (the underlay
+        # device may have been replaced since it was added).
+        if r.direct:
+            _, gw = _packed_ip(r.gateway)
+            which = _RTA_GW_HEAD[len(gw)] + gw
+        else:
+            which = oif
         return (RTM_DELROUTE, 0, _RTMSG.pack(fam, dst_len, 0, 0, RT_TABLE_MAIN, 0, RT_SCOPE_NOWHERE, 0, 0)
-                + _RTA_DST_HEAD[len(dst)] + dst + oif)
+                + _RTA_DST_HEAD[len(dst)] + dst + which)
     gw_fam, gw = _packed_ip(r.gateway)
     if gw_fam != fam:
         raise ValueError(f"gateway {r.gateway} is not of the route's address family")

@@ -259,3 +259,20 @@ def test_a_missing_device_fails_every_add_as_device_missing(node):
     ip("link", "del", "flannel.1", netns=ns)
     with pytest.raises(DeviceMissing):
         nl.apply(Plan(add=[peer(i) for i in range(PEERS)]), dev.index, under.index)
+
+
+def test_removing_a_route_never_removes_the_operators_route_to_the_same_prefix(node):
+    ns, nl, dev, under = node
+    ours = peer(1)
+    direct = PeerEntries(route=RouteEntry("10.244.7.0/24", "192.0.2.7", direct=True))
+    assert not nl.apply(Plan(add=[ours, direct]), dev.index, under.index).errors
+    # The operator's routes to the same prefixes, put in front of ours: a delete by prefix alone
+    # would remove them first.
+    ip("route", "prepend", ours.route.dst, "via", "192.0.2.50", "dev", "eth0", netns=ns)
+    ip("route", "prepend", "10.244.7.0/24", "via", "192.0.2.51", "dev", "eth0", netns=ns)
+    result = nl.apply(Plan(del_routes=[ours.route, direct.route]), dev.index, under.index)
+    assert not result.errors
+    left = ip("route", netns=ns).stdout
+    assert f"{ours.route.dst} via 192.0.2.50 dev eth0" in left
+    assert "10.244.7.0/24 via 192.0.2.51 dev eth0" in left
+    assert "flannel.1" not in left and "192.0.2.7 " not in left
