@@ -7,7 +7,6 @@ diff, apply). SIGTERM or a crash leave the datapath in place: pods keep talking 
 """
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 import queue

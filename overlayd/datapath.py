@@ -18,7 +18,6 @@ from subnet_lease.lease import Lease, LeaseEvent
 from .desired import desired_entries, entries_of, is_self, lease_fields, peer_entries
 from .diff import plan_changes
 from .entries import PeerEntries, Plan
-from .errors import DatapathError
 from .netlink import AF_INET, AF_INET6, ApplyResult, LinkInfo, Netlink, VxlanSpec
 
 log = logging.getLogger(__name__)

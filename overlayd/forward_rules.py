@@ -20,7 +20,7 @@ import ipaddress
 import logging
 from typing import Iterable, Optional, Union
 
-from .masquerade import CommandRunner, RulesError
+from .masquerade import CommandRunner
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,6 @@ lease changes, and removed when --ip-masq is off (a previous run may have left i
 from __future__ import annotations
 
 import logging
-from typing import Optional
-
 from .masquerade import CommandRunner, Masquerade, MasqSpec
 from .forward_rules import ForwardRules
 

@@ -118,9 +118,9 @@ def _demo(lab) -> int:
     for n in lab.status()["nodes"]:
         print(f"node {n['name']} ({n['netns']}): underlay {n['underlay_ip']}, pod subnet {n['subnet']}")
     print()
-    print(f"$ etcdctl get --prefix /coreos.com/network/subnets")
+    print("$ etcdctl get --prefix /coreos.com/network/subnets")
     print(lab.etcd.etcdctl("get", "--prefix", "/coreos.com/network/subnets").stdout.rstrip())
-    print(f"$ etcdctl lease list")
+    print("$ etcdctl lease list")
     print(lab.etcd.etcdctl("lease", "list").stdout.rstrip())
     print()
     print_matrix(result)

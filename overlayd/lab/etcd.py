@@ -7,7 +7,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from typing import Optional
 

@@ -14,7 +14,8 @@ import pytest
 from overlayd.entries import Entries, FdbEntry, NeighEntry, PeerEntries, Plan, RouteEntry
 from overlayd.errors import DatapathError, DeviceMissing
 from overlayd.lab.netns import ip, netns_exists, run, unique_token
-from overlayd.netlink import Netlink, VxlanSpec, socket_in_netns
+from overlayd.netlink import Netlink, VxlanSpec
+from overlayd.netlink_wire import socket_in_netns
 
 pytestmark = pytest.mark.kernel
 

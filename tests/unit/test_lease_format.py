@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from subnet_lease.lease import Lease, LeaseFormatError, lease_from_json, parse_subnet_key, subnet_key
+from subnet_lease.lease import LeaseFormatError, lease_from_json, parse_subnet_key, subnet_key
 
 
 def test_flannel_lease_json_round_trips_through_the_key_and_value():
