@@ -74,9 +74,11 @@ class FamilyPath:
             self.programmed.clear()
             log.info("created %s (vni %d, local %s, mtu %d, mac %s)", dev.name, spec.vni, spec.local_ip,
                      spec.mtu, dev.mac)
-            if self.cfg.tx_checksum_off:
-                nl.set_tx_checksum(dev.index, False)
         changed = created
+        # flannel #2152: checked on every pass, so an adopted device (left by a run without the
+        # flag) loses its offload too.
+        if self.cfg.tx_checksum_off and nl.tx_checksum(dev.index):
+            nl.set_tx_checksum(dev.index, False)
         if spec.mac and dev.mac != spec.mac:
             log.warning("%s has mac %s, peers know %s: setting it back", spec.name, dev.mac, spec.mac)
             nl.set_link(dev.index, mac=spec.mac)

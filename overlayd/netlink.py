@@ -34,6 +34,8 @@ from .netlink_wire import (AF_INET, AF_INET6, ETHTOOL_GTXCSUM, ETHTOOL_STXCSUM, 
 
 log = logging.getLogger(__name__)
 
+IFA_F_NODAD = 0x02
+
 # IPRoute(netns=...) forks a child that opens the socket inside the namespace, hands it back and
 # is then sent SIGTERM. A child still running Python when that arrives would, with an inherited
 # Python SIGTERM handler (a daemon's graceful shutdown, the lab's cleanup-on-signal), raise in the
@@ -210,8 +212,11 @@ class Netlink:
                            address=a.ip, prefixlen=a.prefixlen, ok_if_gone=True)
                 changed = True
         if not any((a.ip, a.prefixlen) == (ip, prefixlen) for a in have):
+            # IPv6: no duplicate address detection. Nothing on a learning-off vxlan device could
+            # answer it, and a tentative address would hold forwarded pod traffic back ~2 s.
+            extra = {"flags": IFA_F_NODAD} if fam == AF_INET6 else {}
             self._call(f"add address {ip}/{prefixlen}", self._ipr.addr, "replace", index=index,
-                       address=ip, prefixlen=prefixlen)
+                       address=ip, prefixlen=prefixlen, **extra)
             changed = True
         return changed
 

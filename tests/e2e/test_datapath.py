@@ -139,6 +139,8 @@ def test_dual_stack_pods_ping6_across_nodes(make_lab):
     assert a.ip6 and b.ip6 and a.ip6.startswith("fd10:244:")
     mtu = ip("link", "show", "flannel-v6.1", netns=lab.node("n1").netns).stdout
     assert "mtu 1430" in mtu             # underlay 1500 - 70
+    vtep = ip("-6", "addr", "show", "dev", "flannel-v6.1", "scope", "global", netns=lab.node("n1").netns).stdout
+    assert "/128" in vtep and "tentative" not in vtep     # no DAD on the VTEP address
     assert wait_until(lambda: lab.ping(a, b.ip6) and lab.ping(b, a.ip6), 15)
     assert lab.ping(a, b.ip)
 
@@ -209,3 +211,20 @@ def test_readyz_and_metrics_answer(make_lab):
     assert samples[("overlayd_event_to_kernel_seconds_count", ())] >= 1
     assert samples[("overlayd_lease_ttl_seconds", ())] > 3600
     lab.etcd.etcdctl("del", "/coreos.com/network/subnets/10.244.250.0-24")
+
+
+def test_tx_checksum_off_also_on_an_adopted_device(make_lab):
+    lab = make_lab(2, 1)
+    assert lab.wait_converged(30)
+    n1 = lab.node("n1")
+    from overlayd.netlink import Netlink
+    with Netlink(n1.netns) as nl:
+        index = nl.link("flannel.1").index
+        assert nl.tx_checksum(index)                 # the default: offload on
+    lab.stop_daemon(n1)
+    n1.extra_args.append("--vxlan-tx-checksum-off")
+    lab.start_daemon(n1)                           # adopts the existing device
+    with Netlink(n1.netns) as nl:
+        assert wait_until(lambda: not nl.tx_checksum(index), 15)
+        assert nl.link("flannel.1").index == index   # adopted, not recreated
+    assert lab.ping(pod_on(lab, "n1"), pod_on(lab, "n2").ip)
