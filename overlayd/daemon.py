@@ -56,6 +56,7 @@ class Daemon:
         self.paths: dict[int, FamilyPath] = {}
         self.full_pending = False
         self._nl: Optional[Netlink] = None
+        self._link_watch: Optional[threading.Thread] = None
 
     # -- start-up -------------------------------------------------------------------------------
     def start_with_retry(self, max_backoff: float = 30.0) -> None:
@@ -105,15 +106,18 @@ class Daemon:
             kwargs["previous_ipv6_subnet"] = ipaddress.ip_interface(prev["FLANNEL_IPV6_SUBNET"]).network
         self.own = self.backend.acquire(self.config, template, previous_subnet(s.subnet_file), **kwargs)
         log.info("leased %s (vtep mac %s)", self.own.key, self.own.vtep_mac or self.own.vtep_mac_v6)
+        # Watch links before the first reconcile: a device deleted from here on is seen (queued).
+        if not self._link_watch:           # once, even when start() is retried
+            ready = threading.Event()
+            self._link_watch = threading.Thread(target=Netlink.watch_links, name="link-watch", daemon=True,
+                                                args=(s.netns, self.stop, self._on_link_event, ready))
+            self._link_watch.start()
+            ready.wait(5)
         leases, revision = self.backend.snapshot()
         self.peers = {l.key: l for l in leases}
         self.full_reconcile("start-up")
         self._write_subnet_file()
         threading.Thread(target=self._watch_leases, args=(revision,), name="lease-watch", daemon=True).start()
-        ready = threading.Event()
-        threading.Thread(target=Netlink.watch_links, args=(s.netns, self.stop, self._on_link_event, ready),
-                         name="link-watch", daemon=True).start()
-        ready.wait(5)
 
     def _family_configs(self) -> dict[int, FamilyConfig]:
         c, s, u = self.config, self.settings, self.underlay
