@@ -231,7 +231,13 @@ class Netlink:
         return None
 
     def route_get_index(self, dst: str) -> Optional[int]:
-        msgs = self._call(f"route get {dst}", self._ipr.route, "get", dst=dst, ok_if_gone=True)
+        """The interface the kernel would send to dst through, or None when it has no route."""
+        try:
+            msgs = self._call(f"route get {dst}", self._ipr.route, "get", dst=dst, ok_if_gone=True)
+        except DatapathError as err:
+            if err.errno in (errno_mod.ENETUNREACH, errno_mod.EHOSTUNREACH):
+                return None
+            raise
         return msgs[0].get("RTA_OIF") if msgs else None
 
     # -- datapath entries -----------------------------------------------------------------------
