@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--pods-per-node", type=int, default=2)
         p.add_argument("--name", help="lab name (default: a unique one)")
         p.add_argument("--dual-stack", action="store_true", help="IPv4 and IPv6 pods (flannel-v6.1 too)")
+        p.add_argument("--kube", action="store_true",
+                       help="kube mode: a Kubernetes API emulator instead of etcd, a Node object with "
+                            "spec.podCIDR per node, overlayd --kube-subnet-mgr")
         p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                        help="extra overlayd flag for every node, e.g. --daemon-arg=--ip-masq")
     for action, text in (("status", "what a running lab consists of"),
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(list_labs()))
             return 0
         if args.action in ("up", "demo"):
-            lab = Lab(args.name, log=_say, daemon_args=tuple(args.daemon_arg), dual_stack=args.dual_stack)
+            lab = Lab(args.name, log=_say, daemon_args=tuple(args.daemon_arg), dual_stack=args.dual_stack,
+                      kube=args.kube)
             with interrupts_as_exceptions():
                 try:
                     started = time.monotonic()
@@ -84,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(status, indent=1))
             else:
-                print(f"lab {status['lab']}: etcd {status['etcd']} in {status['switch']}")
+                store = (f"Kubernetes API {status['kube_api']['url']} (socket {status['kube_api']['socket']})"
+                         if status["kube_api"] else f"etcd {status['etcd']}")
+                print(f"lab {status['lab']}: {store} in {status['switch']}")
                 for n in status["nodes"]:
                     print(f"  {n['name']}  {n['netns']}  underlay {n['underlay_ip']}  subnet {n['subnet']}  "
                           f"overlayd {'running' if n['daemon_alive'] else 'NOT RUNNING'} (pid {n['daemon_pid']})")
@@ -118,10 +124,32 @@ def _demo(lab) -> int:
     for n in lab.status()["nodes"]:
         print(f"node {n['name']} ({n['netns']}): underlay {n['underlay_ip']}, pod subnet {n['subnet']}")
     print()
-    print("$ etcdctl get --prefix /coreos.com/network/subnets")
-    print(lab.etcd.etcdctl("get", "--prefix", "/coreos.com/network/subnets").stdout.rstrip())
-    print("$ etcdctl lease list")
-    print(lab.etcd.etcdctl("lease", "list").stdout.rstrip())
+    if lab.kube:
+        _print_nodes(lab)
+    else:
+        print("$ etcdctl get --prefix /coreos.com/network/subnets")
+        print(lab.etcd.etcdctl("get", "--prefix", "/coreos.com/network/subnets").stdout.rstrip())
+        print("$ etcdctl lease list")
+        print(lab.etcd.etcdctl("lease", "list").stdout.rstrip())
     print()
     print_matrix(result)
     return 0 if result["ok"] else 1
+
+
+def _print_nodes(lab, prefix: str = "flannel.alpha.coreos.com") -> None:
+    """What `kubectl get nodes` with flannel's annotations as columns would show."""
+    print(f"$ curl --unix-socket {lab.kube_api.socket} http://lab/api/v1/nodes   # Node objects, in short")
+    rows = [("NAME", "POD-CIDR", "PUBLIC-IP", "VTEP-MAC", "NETWORK-UNAVAILABLE")]
+    for node in lab.api.nodes():
+        ann = node["metadata"].get("annotations") or {}
+        try:
+            mac = json.loads(ann.get(f"{prefix}/backend-data") or "{}").get("VtepMAC", "")
+        except ValueError:
+            mac = "?"
+        cond = next((c["status"] for c in node.get("status", {}).get("conditions", [])
+                     if c.get("type") == "NetworkUnavailable"), "")
+        rows.append((node["metadata"]["name"], ",".join(node["spec"].get("podCIDRs") or []) or "<none>",
+                     ann.get(f"{prefix}/public-ip", ""), mac, cond))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -4,6 +4,14 @@
     node netns    <name>-nI : eth0 192.0.2.I/24 (default via .254), overlayd, cni0 + pods
     pod netns     <name>-nIpJ: eth0 from the CNI plugin (bridge + host-local)
 
+Kube mode (`Lab(kube=True)`, `overlayd lab up --kube`) replaces etcd with the Kubernetes API
+emulator (overlayd.lab.kube_api) on 192.0.2.254:6443 in the switch namespace. The lab plays
+kube-controller-manager with --allocate-node-cidrs: it creates a Node object per node with
+spec.podCIDR = the node's /24 of Network (10.244.I.0/24 by default), writes net-conf.json into
+the node's work directory and starts each daemon with --kube-subnet-mgr and NODE_NAME=nI, as the
+DaemonSet does. The lab itself reaches the API through the emulator's Unix socket, so nothing is
+added to the root namespace.
+
 Every node has its own subnet file, CNI data and host-local directories under one work
 directory, so the nodes share this machine's filesystem without sharing state.
 """
@@ -28,6 +36,7 @@ from cni_plugin.launcher import write as write_launcher
 from ..subnet_file import read_subnet_file as read_env
 from .cleanup import Cleanup
 from .etcd import EtcdServer, start_etcd
+from .kube_api import KubeApiError, UnixApiClient, new_node
 from .netns import LabError, add_netns, add_veth, delete_netns, ip, netns_exists, run, sysctl, unique_token
 
 STATE_DIR = "/run/overlayd-lab"
@@ -39,6 +48,8 @@ DEFAULT_NET_CONF = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
 DUAL_STACK_NET_CONF = {"Network": "10.244.0.0/16", "EnableIPv6": True, "IPv6Network": "fd10:244::/56",
                        "Backend": {"Type": "vxlan"}}
 ETCD_PREFIX = "/coreos.com/network"
+KUBE_API_PORT = 6443
+KUBE_API_URL = f"http://{SWITCH_IP}:{KUBE_API_PORT}"
 
 
 def bin_dir() -> str:
@@ -54,6 +65,19 @@ class Pod:
     container_id: str
     ip: Optional[str] = None
     ip6: Optional[str] = None
+
+
+@dataclasses.dataclass
+class KubeApi:
+    """The API emulator process of a kube-mode lab, and the lab's client for it."""
+    url: str
+    socket: str
+    pid: int
+    log_file: str
+
+    @property
+    def client(self) -> UnixApiClient:
+        return UnixApiClient(self.socket)
 
 
 @dataclasses.dataclass
@@ -74,6 +98,11 @@ class Node:
     def log_file(self) -> str:
         return os.path.join(self.workdir, "overlayd.log")
 
+    @property
+    def net_conf_file(self) -> str:
+        """net-conf.json in kube mode (the DaemonSet mounts it from the ConfigMap)."""
+        return os.path.join(self.workdir, "net-conf.json")
+
     def netconf(self, network_name: str = "overlay-lab") -> dict:
         return {"cniVersion": "1.0.0", "name": network_name, "type": "overlay",
                 "subnetFile": self.subnet_file, "dataDir": os.path.join(self.workdir, "cni"),
@@ -84,9 +113,10 @@ class Node:
 class Lab:
     def __init__(self, name: Optional[str] = None, *, net_conf: Optional[dict] = None,
                  log: Callable[[str], None] = lambda msg: None, daemon_args: tuple = (),
-                 dual_stack: bool = False):
+                 dual_stack: bool = False, kube: bool = False):
         self.name = name or f"ovl{unique_token()}"
         self.dual_stack = dual_stack
+        self.kube = kube
         self.net_conf = net_conf or (DUAL_STACK_NET_CONF if dual_stack else DEFAULT_NET_CONF)
         self.log = log
         self.daemon_args = list(daemon_args)
@@ -94,6 +124,7 @@ class Lab:
         self.workdir = ""
         self.switch = f"{self.name}-sw"
         self.etcd: Optional[EtcdServer] = None
+        self.kube_api: Optional[KubeApi] = None
         self.nodes: list[Node] = []
         self.pods: list[Pod] = []
 
@@ -133,11 +164,68 @@ class Lab:
         if self.dual_stack:
             ip("addr", "add", f"{SWITCH_IP6}/{UNDERLAY6.prefixlen}", "dev", "br0", "nodad", netns=self.switch)
         ip("link", "set", "br0", "up", netns=self.switch)
+        if self.kube:
+            self.kube_api = self._start_kube_api()
+            self.log(f"Kubernetes API emulator {self.kube_api.url} (in {self.switch}; "
+                     f"from this namespace: {self.kube_api.socket})")
+            return
         self.etcd = start_etcd(self.cleanup, host=SWITCH_IP, netns=self.switch, port=2379)
         self.log(f"etcd {self.etcd.endpoint} (in {self.switch})")
         self.etcd.etcdctl("put", f"{ETCD_PREFIX}/config", json.dumps(self.net_conf))
 
-    def add_node(self, i: int) -> Node:
+    def _start_kube_api(self, wait: float = 20.0) -> KubeApi:
+        sock = os.path.join(self.workdir, "kube-api.sock")
+        log_file = os.path.join(self.workdir, "kube-api.log")
+        with open(log_file, "a") as log:
+            proc = subprocess.Popen(["ip", "netns", "exec", self.switch, sys.executable, "-m", "overlayd.lab.kube_api",
+                                     f"--listen={SWITCH_IP}:{KUBE_API_PORT}", f"--unix-socket={sock}"],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        self._procs = getattr(self, "_procs", {})
+        self._procs[proc.pid] = proc
+        self.cleanup.push(f"kube API emulator pid {proc.pid}", lambda: self._stop_pid(proc.pid))
+        api = KubeApi(KUBE_API_URL, sock, proc.pid, log_file)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"the Kubernetes API emulator exited ({proc.returncode}):\n{tail(log_file)}")
+            try:
+                api.client.version()
+                return api
+            except KubeApiError:
+                time.sleep(0.05)
+        raise LabError(f"the Kubernetes API emulator answered nothing on {sock} within {wait:.0f}s:\n"
+                       f"{tail(log_file)}")
+
+    # -- kube mode: what kube-controller-manager and kubectl do ----------------------------------
+    def pod_cidrs_for(self, i: int) -> list[str]:
+        """The podCIDRs --allocate-node-cidrs would give node i: the i-th subnet of each Network."""
+        cidrs = []
+        conf = self.net_conf
+        if conf.get("EnableIPv4", True) and conf.get("Network"):
+            net = ipaddress.ip_network(conf["Network"])
+            length = conf.get("SubnetLen") or (24 if net.prefixlen <= 22 else net.prefixlen + 2)
+            cidrs.append(str(_nth_subnet(net, length, i)))
+        if conf.get("EnableIPv6") and conf.get("IPv6Network"):
+            net6 = ipaddress.ip_network(conf["IPv6Network"])
+            cidrs.append(str(_nth_subnet(net6, conf.get("IPv6SubnetLen") or 64, i)))
+        return cidrs
+
+    @property
+    def api(self) -> UnixApiClient:
+        if self.kube_api is None:
+            raise LabError(f"lab {self.name} runs etcd, not the Kubernetes API (bring it up with kube=True / --kube)")
+        return self.kube_api.client
+
+    def set_pod_cidrs(self, node: Node, cidrs: Optional[list[str]] = None) -> dict:
+        """Give a node its podCIDR(s), as the controller-manager's node IPAM does (default: its own)."""
+        cidrs = cidrs or self.pod_cidrs_for(_index(node))
+        self.log(f"node {node.name}: spec.podCIDRs {cidrs}")
+        return self.api.patch_node(node.name, {"spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs}})
+
+    def add_node(self, i: int, *, pod_cidr: bool = True) -> Node:
+        """A node namespace on the underlay; in kube mode also its Node object (with its podCIDR
+        unless pod_cidr=False: then the daemon waits until set_pod_cidrs())."""
         node = Node(name=f"n{i}", netns=f"{self.name}-n{i}", underlay_ip=str(UNDERLAY.network_address + i),
                     workdir=os.path.join(self.workdir, f"n{i}"))
         os.makedirs(node.workdir)
@@ -155,19 +243,38 @@ class Lab:
             ip("-6", "route", "add", "default", "via", SWITCH_IP6, netns=node.netns)
             sysctl(node.netns, "net.ipv6.conf.all.forwarding", "1")
         self.nodes.append(node)
+        if self.kube:
+            with open(node.net_conf_file, "w") as f:
+                json.dump(self.net_conf, f)
+            cidrs = self.pod_cidrs_for(i) if pod_cidr else []
+            self.api.create_node(new_node(node.name, pod_cidrs=cidrs,
+                                          labels={"kubernetes.io/hostname": node.name}))
+            self.log(f"node {node.name}: Node object, spec.podCIDRs {cidrs or 'none yet'}")
         return node
 
     # -- daemons --------------------------------------------------------------------------------
     def daemon_command(self, node: Node) -> list[str]:
-        return [os.path.join(bin_dir(), "overlayd"), f"--etcd-endpoints={self.etcd.endpoint}",
-                f"--etcd-prefix={ETCD_PREFIX}", f"--subnet-file={node.subnet_file}",
+        if self.kube:
+            # Plain HTTP and no credentials: --kube-api-url alone, no kubeconfig (see docs/kube-lab.md).
+            store = ["--kube-subnet-mgr", f"--kube-api-url={self.kube_api.url}",
+                     f"--net-config-path={node.net_conf_file}"]
+        else:
+            store = [f"--etcd-endpoints={self.etcd.endpoint}", f"--etcd-prefix={ETCD_PREFIX}"]
+        return [os.path.join(bin_dir(), "overlayd"), *store, f"--subnet-file={node.subnet_file}",
                 *self.daemon_args, *node.extra_args]
+
+    def daemon_env(self, node: Node) -> dict:
+        """The daemon's environment: in kube mode NODE_NAME, as the DaemonSet's downward API sets it."""
+        env = dict(os.environ)
+        if self.kube:
+            env["NODE_NAME"] = node.name
+        return env
 
     def start_daemon(self, node: Node) -> None:
         with open(node.log_file, "a") as log:
             proc = subprocess.Popen(["ip", "netns", "exec", node.netns, *self.daemon_command(node)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    env=self.daemon_env(node), start_new_session=True)
         node.pid = proc.pid
         self._procs = getattr(self, "_procs", {})
         self._procs[proc.pid] = proc
@@ -302,6 +409,8 @@ class Lab:
         return {
             "lab": self.name, "workdir": self.workdir, "switch": self.switch,
             "etcd": self.etcd.endpoint if self.etcd else None,
+            "kube_api": ({"url": self.kube_api.url, "socket": self.kube_api.socket, "log": self.kube_api.log_file}
+                         if self.kube_api else None),
             "nodes": [{"name": n.name, "netns": n.netns, "underlay_ip": n.underlay_ip,
                        "subnet": read_env(n.subnet_file).get("FLANNEL_SUBNET"),
                        "daemon_pid": n.pid, "daemon_alive": self.daemon_alive(n),
@@ -313,10 +422,11 @@ class Lab:
     def save_state(self) -> None:
         os.makedirs(STATE_DIR, exist_ok=True)
         state = {"name": self.name, "workdir": self.workdir, "net_conf": self.net_conf,
-                 "dual_stack": self.dual_stack,
+                 "dual_stack": self.dual_stack, "kube": self.kube,
                  "daemon_args": self.daemon_args,
                  "etcd": {"host": self.etcd.host, "port": self.etcd.port, "peer_port": self.etcd.peer_port,
-                          "data_dir": self.etcd.data_dir, "pid": self.etcd.proc.pid},
+                          "data_dir": self.etcd.data_dir, "pid": self.etcd.proc.pid} if self.etcd else None,
+                 "kube_api": dataclasses.asdict(self.kube_api) if self.kube_api else None,
                  "nodes": [dataclasses.asdict(n) for n in self.nodes],
                  "pods": [dataclasses.asdict(p) for p in self.pods]}
         path = os.path.join(STATE_DIR, f"{self.name}.json")
@@ -339,10 +449,13 @@ class Lab:
         except FileNotFoundError:
             raise LabError(f"no lab named {name!r} (known: {', '.join(names) or 'none'})") from None
         lab = cls(state["name"], net_conf=state["net_conf"], log=log, daemon_args=state.get("daemon_args", ()),
-                  dual_stack=state.get("dual_stack", False))
+                  dual_stack=state.get("dual_stack", False), kube=state.get("kube", False))
         lab.workdir = state["workdir"]
-        e = state["etcd"]
-        lab.etcd = EtcdServer(e["host"], e["port"], e["peer_port"], e["data_dir"], _Detached(e["pid"]), lab.switch)
+        e = state.get("etcd")
+        if e:
+            lab.etcd = EtcdServer(e["host"], e["port"], e["peer_port"], e["data_dir"], _Detached(e["pid"]), lab.switch)
+        if state.get("kube_api"):
+            lab.kube_api = KubeApi(**state["kube_api"])
         lab.nodes = [Node(**n) for n in state["nodes"]]
         lab.pods = [Pod(**p) for p in state["pods"]]
         return lab
@@ -383,6 +496,20 @@ class _Detached:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def _index(node: Node) -> int:
+    """Node nI -> I (the lab names nodes n1, n2, ...)."""
+    return int(node.name.lstrip("n"))
+
+
+def _nth_subnet(network, length: int, i: int):
+    if length < network.prefixlen:
+        raise LabError(f"subnet length /{length} is shorter than Network {network}")
+    count = 1 << (length - network.prefixlen)
+    if not 0 <= i < count:
+        raise LabError(f"Network {network} has no subnet number {i} of length /{length} (it has {count})")
+    return ipaddress.ip_network((int(network.network_address) + (i << (network.max_prefixlen - length)), length))
 
 
 def list_labs() -> list[str]:
