@@ -22,21 +22,6 @@ pytestmark = pytest.mark.kernel
 PEERS = 5000
 
 
-@pytest.fixture
-def node(make_netns):
-    ns = make_netns("bulk")
-    ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth0p", netns=ns)
-    ip("addr", "add", "192.0.2.1/24", "dev", "eth0", netns=ns)
-    ip("link", "set", "eth0", "up", netns=ns)
-    ip("link", "set", "eth0p", "up", netns=ns)
-    with Netlink(ns) as nl:
-        under = nl.link("eth0")
-        dev = nl.create_vxlan(VxlanSpec("flannel.1", 1, 8472, "192.0.2.1", under.index, 1450,
-                                        mac="02:00:00:00:00:01"))
-        nl.set_link(dev.index, up=True)
-        yield ns, nl, dev, under
-
-
 def peer(i: int) -> PeerEntries:
     """Peer i: pod subnet 10.x.y.0/24 inside 10.0.0.0/8, PublicIP in 198.18.0.0/15."""
     hi, lo = divmod(i + 1, 256)
