@@ -462,6 +462,12 @@ class Lab:
 
     def down(self) -> list[str]:
         """Remove everything: daemons (SIGTERM), namespaces, etcd, files. Safe to call twice."""
+        for node in self.nodes:       # signal every daemon first, so they stop in parallel
+            if node.pid is not None:
+                try:
+                    os.kill(node.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         for node in self.nodes:
             if node.pid is not None:
                 self._stop_pid(node.pid)

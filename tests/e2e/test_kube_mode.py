@@ -1,0 +1,205 @@
+"""Kube mode end to end: real overlayd processes with --kube-subnet-mgr, real pods, an HTTP API.
+
+Each test brings up its own namespaced lab with `kube=True`: the Kubernetes API emulator runs as
+a process in the switch namespace (192.0.2.254:6443), the lab creates a Node object per node with
+spec.podCIDR 10.244.<i>.0/24 (as kube-controller-manager --allocate-node-cidrs would), and each
+daemon gets NODE_NAME, --kube-api-url and --net-config-path as the DaemonSet gives them.
+The tests change Nodes through the API, as kubectl or the controller-manager would.
+Convergence bounds are generous: the machine is a loaded 2-core VM.
+"""
+import ipaddress
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from overlayd.lab.cluster import STATE_DIR, bin_dir, list_labs
+from overlayd.lab.netns import ip, netns_exists, run
+from overlayd.subnet_file import read_subnet_file
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.e2e
+P = "flannel.alpha.coreos.com"
+HEALTH = ("--healthz-ip=127.0.0.1", "--healthz-port=8471")
+
+
+def device_mac(node, dev="flannel.1"):
+    return re.search(r"link/ether (\S+)", ip("link", "show", dev, netns=node.netns).stdout).group(1)
+
+
+def annotations(lab, node):
+    return lab.api.node(node.name)["metadata"].get("annotations") or {}
+
+
+def readyz(node):
+    """(status, body) of the node's /readyz, fetched from inside its namespace (0 if not answering)."""
+    proc = run(["/usr/bin/python3", "-c", "import urllib.request,urllib.error\n"
+                "try: r=urllib.request.urlopen('http://127.0.0.1:8471/readyz',timeout=5); print(r.status); print(r.read().decode())\n"
+                "except urllib.error.HTTPError as e: print(e.code); print(e.read().decode())\n"
+                "except OSError as e: print(0); print(e)"], netns=node.netns, check=False)
+    status, _, body = proc.stdout.partition("\n")
+    return int(status or 0), body.strip()
+
+
+def programmed(node, subnet, peer_ip):
+    """Which of route, ARP, FDB the node has for a peer's subnet (its .0 is the peer's VTEP address)."""
+    vtep = str(ipaddress.ip_network(subnet).network_address)
+    routes = ip("route", "show", netns=node.netns).stdout
+    neighs = ip("neigh", "show", "dev", "flannel.1", netns=node.netns).stdout
+    fdb = run(["bridge", "fdb", "show", "dev", "flannel.1"], netns=node.netns).stdout
+    return {"route": f"{subnet} via {vtep} dev flannel.1" in routes,
+            "arp": re.search(rf"^{re.escape(vtep)} ", neighs, re.M) is not None,
+            "fdb": f"dst {peer_ip} " in fdb}
+
+
+def pod_on(lab, node_name):
+    return next(p for p in lab.pods if p.node == node_name)
+
+
+def test_pods_ping_across_nodes_and_each_node_carries_flannels_annotations(make_lab):
+    lab = make_lab(3, 1, kube=True)
+    result = lab.check()
+    assert result["converged"]
+    assert len(result["pairs"]) == 6 and all(r["cross_node"] for r in result["pairs"])
+    assert all(r["ok"] for r in result["pairs"]), [r for r in result["pairs"] if not r["ok"]]
+
+    for node in lab.nodes:
+        obj = lab.api.node(node.name)
+        pod_cidr = ipaddress.ip_network(obj["spec"]["podCIDR"])
+        env = read_subnet_file(node.subnet_file)
+        assert env["FLANNEL_NETWORK"] == "10.244.0.0/16"
+        assert ipaddress.ip_interface(env["FLANNEL_SUBNET"]).network.subnet_of(pod_cidr), (env, pod_cidr)
+        assert pod_on(lab, node.name).ip in [str(h) for h in pod_cidr.hosts()]
+        a = obj["metadata"]["annotations"]
+        assert a[f"{P}/kube-subnet-manager"] == "true" and a[f"{P}/backend-type"] == "vxlan"
+        assert json.loads(a[f"{P}/backend-data"]) == {"VNI": 1, "VtepMAC": device_mac(node)}
+        assert a[f"{P}/public-ip"] == node.underlay_ip
+        conds = {c["type"]: c for c in obj["status"]["conditions"]}
+        assert conds["NetworkUnavailable"]["status"] == "False", conds
+        # and every other node programmed this one: route, ARP (its VTEP MAC) and FDB
+        for other in lab.nodes:
+            if other is not node:
+                assert programmed(other, str(pod_cidr), node.underlay_ip) == {"route": True, "arp": True, "fdb": True}
+                neigh = ip("neigh", "show", str(pod_cidr.network_address), "dev", "flannel.1", netns=other.netns).stdout
+                assert device_mac(node) in neigh
+
+
+def test_a_node_without_podcidr_waits_not_ready_then_joins_once_it_has_one(make_lab):
+    lab = make_lab(2, 1, kube=True, daemon_args=HEALTH)
+    n3 = lab.add_node(3, pod_cidr=False)
+    lab.start_daemon(n3)
+
+    def waiting():
+        status, body = readyz(n3)
+        return status == 503 and "podCIDR" in body and (status, body)
+
+    seen = wait_until(waiting, 30, 0.3)
+    assert seen, f"readyz {readyz(n3)}; log:\n{open(n3.log_file).read()}"
+    assert "node n3 has no Node.spec.podCIDR" in seen[1]
+    assert lab.daemon_alive(n3)                     # waiting, not crash-looping
+    assert not read_subnet_file(n3.subnet_file)     # no subnet.env: the CNI plugin refuses pods meanwhile
+    assert f"{P}/backend-data" not in annotations(lab, n3)
+    assert "no Node.spec.podCIDR" in open(n3.log_file).read()
+
+    lab.set_pod_cidrs(n3)                           # the controller-manager assigns 10.244.3.0/24
+    env = lab.wait_for_subnet_file(n3, 30)
+    assert env["FLANNEL_SUBNET"] == "10.244.3.1/24"
+    assert wait_until(lambda: readyz(n3)[0] == 200, 20, 0.3), readyz(n3)
+    for other in lab.nodes[:2]:
+        assert wait_until(lambda: programmed(other, "10.244.3.0/24", n3.underlay_ip) ==
+                          {"route": True, "arp": True, "fdb": True}, 20), ip("route", netns=other.netns).stdout
+    pod = lab.add_pod(n3, 1)
+    for other in (pod_on(lab, "n1"), pod_on(lab, "n2")):
+        assert any(lab.ping(pod, other.ip) for _ in range(3)), f"{pod.name} -> {other.name}"
+        assert any(lab.ping(other, pod.ip) for _ in range(3)), f"{other.name} -> {pod.name}"
+
+
+def test_restart_keeps_subnet_and_vtep_mac_from_the_annotation(make_lab):
+    lab = make_lab(2, 1, kube=True, daemon_args=HEALTH)
+    assert lab.wait_converged(30)
+    n1, n2 = lab.nodes
+    a, b = pod_on(lab, "n1"), pod_on(lab, "n2")
+    subnet, mac = lab.subnets()["n1"], device_mac(n1)
+    obj = lab.api.node("n1")
+    assert json.loads(obj["metadata"]["annotations"][f"{P}/backend-data"])["VtepMAC"] == mac
+
+    lab.stop_daemon(n1, signal.SIGTERM)
+    lab.start_daemon(n1)
+    assert wait_until(lambda: readyz(n1)[0] == 200, 30, 0.3), readyz(n1)
+    assert lab.subnets()["n1"] == subnet and device_mac(n1) == mac
+    # Nothing changed, so the restart did not write the Node (no event to every peer).
+    assert lab.api.node("n1")["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+    assert lab.ping(a, b.ip)
+
+    # Restart without the device: the MAC comes back from the annotation, so n2's FDB/ARP stay right.
+    lab.stop_daemon(n1, signal.SIGTERM)
+    ip("link", "del", "flannel.1", netns=n1.netns)
+    lab.start_daemon(n1)
+    assert wait_until(lambda: readyz(n1)[0] == 200, 30, 0.3), readyz(n1)
+    assert device_mac(n1) == mac and lab.subnets()["n1"] == subnet
+    assert json.loads(annotations(lab, n1)[f"{P}/backend-data"])["VtepMAC"] == mac
+    assert mac in ip("neigh", "show", "10.244.1.0", "dev", "flannel.1", netns=n2.netns).stdout
+    assert wait_until(lambda: lab.routes_converged(), 20)
+    assert any(lab.ping(a, b.ip) for _ in range(3)) and any(lab.ping(b, a.ip) for _ in range(3))
+
+
+def test_a_deleted_node_object_is_dropped_by_every_other_node(make_lab):
+    lab = make_lab(3, 1, kube=True)
+    assert lab.wait_converged(30)
+    n3 = lab.node("n3")
+    subnet = "10.244.3.0/24"
+    assert all(programmed(n, subnet, n3.underlay_ip) == {"route": True, "arp": True, "fdb": True}
+               for n in lab.nodes[:2])
+    lab.stop_daemon(n3)               # the node is being decommissioned
+    lab.api.delete_node("n3")         # kubectl delete node n3
+
+    for node in lab.nodes[:2]:
+        assert wait_until(lambda: programmed(node, subnet, n3.underlay_ip) ==
+                          {"route": False, "arp": False, "fdb": False}, 15), \
+            (programmed(node, subnet, n3.underlay_ip), ip("route", netns=node.netns).stdout)
+    p1, p2 = pod_on(lab, "n1"), pod_on(lab, "n2")
+    assert lab.ping(p1, p2.ip) and lab.ping(p2, p1.ip)   # the remaining two still talk
+    assert sorted(n["metadata"]["name"] for n in lab.api.nodes()) == ["n1", "n2"]
+
+
+def test_lab_cli_kube_mode_up_status_check_down_leaves_nothing():
+    exe = [sys.executable, "-m", "overlayd.cli", "lab"]
+    up = subprocess.run(exe + ["up", "--kube", "--nodes", "2", "--pods-per-node", "1"],
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    name = up.stdout.strip()
+    try:
+        with open(os.path.join(STATE_DIR, f"{name}.json")) as f:
+            state = json.load(f)
+        status = json.loads(subprocess.run(exe + ["status", "--name", name, "--json"], capture_output=True,
+                                           text=True, timeout=30, check=True).stdout)
+        assert status["etcd"] is None and status["kube_api"]["url"] == "http://192.0.2.254:6443"
+        assert [n["daemon_alive"] for n in status["nodes"]] == [True, True]
+        assert [n["subnet"] for n in status["nodes"]] == ["10.244.1.1/24", "10.244.2.1/24"]
+        check = subprocess.run(exe + ["check", "--name", name, "--json"], capture_output=True, text=True, timeout=120)
+        assert check.returncode == 0, check.stdout + check.stderr
+        # `overlayd leases` on a node, in kube mode, lists both Nodes and marks its own
+        n1 = status["nodes"][0]
+        leases = subprocess.run(
+            ["ip", "netns", "exec", n1["netns"], os.path.join(bin_dir(), "overlayd"), "leases", "--json",
+             "--kube-subnet-mgr", f"--kube-api-url={status['kube_api']['url']}",
+             f"--net-config-path={os.path.join(state['workdir'], 'n1', 'net-conf.json')}"],
+            capture_output=True, text=True, timeout=60, env=dict(os.environ, NODE_NAME="n1"))
+        assert leases.returncode == 0, leases.stderr
+        rows = json.loads(leases.stdout)["leases"]
+        assert {(r["node"], tuple(r["subnets"]), r["own"]) for r in rows} == {
+            ("n1", ("10.244.1.0/24",), True), ("n2", ("10.244.2.0/24",), False)}
+    finally:
+        down = subprocess.run(exe + ["down", "--name", name], capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0, down.stderr
+    assert name not in list_labs()
+    for ns in (f"{name}-sw", f"{name}-n1", f"{name}-n2", f"{name}-n1p1"):
+        assert not netns_exists(ns)
+    pids = [n["daemon_pid"] for n in status["nodes"]] + [state["kube_api"]["pid"]]
+    assert wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), 5), "processes left"
+    assert not os.path.exists(state["workdir"])
