@@ -47,12 +47,14 @@ def readyz(node):
 
 
 def programmed(node, subnet, peer_ip):
-    """Which of route, ARP, FDB the node has for a peer's subnet (its .0 is the peer's VTEP address)."""
-    vtep = str(ipaddress.ip_network(subnet).network_address)
-    routes = ip("route", "show", netns=node.netns).stdout
-    neighs = ip("neigh", "show", "dev", "flannel.1", netns=node.netns).stdout
-    fdb = run(["bridge", "fdb", "show", "dev", "flannel.1"], netns=node.netns).stdout
-    return {"route": f"{subnet} via {vtep} dev flannel.1" in routes,
+    """Which of route, ARP/ND, FDB the node has for a peer's subnet (its first address is the peer's
+    VTEP address), on flannel.1 or flannel-v6.1 by the subnet's family."""
+    net = ipaddress.ip_network(subnet)
+    vtep, dev = str(net.network_address), "flannel.1" if net.version == 4 else "flannel-v6.1"
+    routes = ip(f"-{net.version}", "route", "show", netns=node.netns).stdout
+    neighs = ip("neigh", "show", "dev", dev, netns=node.netns).stdout
+    fdb = run(["bridge", "fdb", "show", "dev", dev], netns=node.netns).stdout
+    return {"route": f"{subnet} via {vtep} dev {dev}" in routes,
             "arp": re.search(rf"^{re.escape(vtep)} ", neighs, re.M) is not None,
             "fdb": f"dst {peer_ip} " in fdb}
 
@@ -148,22 +150,29 @@ def test_restart_keeps_subnet_and_vtep_mac_from_the_annotation(make_lab):
     assert any(lab.ping(a, b.ip) for _ in range(3)) and any(lab.ping(b, a.ip) for _ in range(3))
 
 
-def test_a_deleted_node_object_is_dropped_by_every_other_node(make_lab):
-    lab = make_lab(3, 1, kube=True)
+def test_a_deleted_node_object_is_dropped_by_every_other_node_in_both_families(make_lab):
+    lab = make_lab(3, 1, kube=True, dual_stack=True)
     assert lab.wait_converged(30)
     n3 = lab.node("n3")
-    subnet = "10.244.3.0/24"
-    assert all(programmed(n, subnet, n3.underlay_ip) == {"route": True, "arp": True, "fdb": True}
-               for n in lab.nodes[:2])
+    assert lab.api.node("n3")["spec"]["podCIDRs"] == ["10.244.3.0/24", "fd10:244:0:3::/64"]
+    peer = {"10.244.3.0/24": n3.underlay_ip, "fd10:244:0:3::/64": n3.underlay_ip6}
+    for node in lab.nodes[:2]:
+        for subnet, underlay in peer.items():
+            assert wait_until(lambda: programmed(node, subnet, underlay) == {"route": True, "arp": True, "fdb": True},
+                              15), (node.name, subnet, programmed(node, subnet, underlay))
+    p1, p2, p3 = (pod_on(lab, n) for n in ("n1", "n2", "n3"))
+    assert any(run(["ping", "-6", "-c", "1", "-W", "2", p3.ip6], netns=p1.netns, check=False).returncode == 0
+               for _ in range(3)), "IPv6 pod to pod across nodes"
     lab.stop_daemon(n3)               # the node is being decommissioned
     lab.api.delete_node("n3")         # kubectl delete node n3
 
     for node in lab.nodes[:2]:
-        assert wait_until(lambda: programmed(node, subnet, n3.underlay_ip) ==
-                          {"route": False, "arp": False, "fdb": False}, 15), \
-            (programmed(node, subnet, n3.underlay_ip), ip("route", netns=node.netns).stdout)
-    p1, p2 = pod_on(lab, "n1"), pod_on(lab, "n2")
+        for subnet, underlay in peer.items():
+            assert wait_until(lambda: programmed(node, subnet, underlay) ==
+                              {"route": False, "arp": False, "fdb": False}, 15), \
+                (node.name, subnet, programmed(node, subnet, underlay))
     assert lab.ping(p1, p2.ip) and lab.ping(p2, p1.ip)   # the remaining two still talk
+    assert run(["ping", "-6", "-c", "1", "-W", "2", p2.ip6], netns=p1.netns, check=False).returncode == 0
     assert sorted(n["metadata"]["name"] for n in lab.api.nodes()) == ["n1", "n2"]
 
 
