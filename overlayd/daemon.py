@@ -206,6 +206,8 @@ class Daemon:
                     self._safely(self.full_reconcile, "resync" if not self.full_pending else "retry")
                     next_resync = time.monotonic() + self.settings.resync
                 continue
+            if self.stop.is_set():
+                break
             batch = [first]
             while True:
                 try:
@@ -213,6 +215,11 @@ class Daemon:
                 except queue.Empty:
                     break
             self.handle(batch)
+
+    def request_stop(self) -> None:
+        """Stop the loop now (signal-safe): set the flag and wake the loop from its queue wait."""
+        self.stop.set()
+        self.events.put(("stop", None, time.monotonic()))
 
     def handle(self, batch: list[tuple]) -> None:
         """One pass over queued triggers: lease events incrementally, anything else in full."""

@@ -105,7 +105,7 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
 
     def _term(signum, frame):
         log.info("signal %d: stopping; the datapath stays in place", signum)
-        daemon.stop.set()
+        daemon.request_stop()
         if not daemon.started:
             backend.close()       # unblocks a start-up that waits for the store or a podCIDR
 
