@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import os
 import signal
 import sys
+import threading
 from typing import Optional
 
 from .errors import OverlayError
@@ -103,14 +106,15 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         log.error("%s", err)
         return 2
 
-    def _term(signum, frame):
+    def on_stop_signal(signum: int) -> None:
         log.info("signal %d: stopping; the datapath stays in place", signum)
         daemon.request_stop()
         if not daemon.started:
             backend.close()       # unblocks a start-up that waits for the store or a podCIDR
 
-    signal.signal(signal.SIGTERM, _term)
-    signal.signal(signal.SIGINT, _term)
+    handle_signals({signal.SIGTERM: on_stop_signal, signal.SIGINT: on_stop_signal})
+    # `kill -USR1 <pid>` writes every thread's stack to the log: for a daemon that seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         daemon.start_with_retry()
         if not daemon.stop.is_set():
@@ -125,6 +129,30 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         if server is not None:
             server.close()
     return 0
+
+
+def handle_signals(actions: dict) -> None:
+    """Run actions[signum](signum) in a thread of their own, never inside a signal handler.
+
+    A Python signal handler runs in the main thread between two bytecodes, possibly while that
+    thread holds a lock (a queue's, an Event's) the action needs: a second SIGTERM during
+    shutdown deadlocked the daemon that way. Here the handler does nothing; the interpreter
+    writes the signal number to a pipe (set_wakeup_fd) and a thread reads it and acts.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    for signum in actions:
+        signal.signal(signum, lambda *_: None)
+
+    def loop() -> None:
+        while True:
+            for signum in os.read(read_fd, 64):
+                action = actions.get(signum)
+                if action is not None:
+                    action(signum)
+
+    threading.Thread(target=loop, name="signals", daemon=True).start()
 
 
 def _waiting_for(backend) -> Optional[str]:

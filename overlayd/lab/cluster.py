@@ -296,6 +296,8 @@ class Lab:
                 return
             time.sleep(0.05)
         try:
+            os.kill(pid, signal.SIGUSR1)     # overlayd writes its threads' stacks to its log
+            time.sleep(0.5)
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass

@@ -63,3 +63,23 @@ def test_bad_flags_and_bad_config_are_clear_errors():
     for flag in ("--etcd-endpoints", "--etcd-prefix", "--iface", "--public-ip", "--subnet-file", "--ip-masq",
                  "--kube-subnet-mgr", "--healthz-port", "overlayd lab", "overlayd leases"):
         assert flag in helptext
+
+
+def test_a_burst_of_sigterms_still_exits_promptly(make_lab):
+    """Kubelet, supervisors and `lab down` may signal more than once; a second SIGTERM arriving
+    while the loop held a lock once deadlocked the daemon until SIGKILL. (A SIGTERM that lands
+    during interpreter finalization ends the process by the default action: exit status -15.)"""
+    lab = make_lab(2, 0)
+    node = lab.node("n1")
+    for round_ in range(6):
+        assert lab.wait_for_subnet_file(node, 30)
+        proc = lab._procs[node.pid]
+        time.sleep(0.2 + 0.1 * round_)
+        for _ in range(5):
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.002 * round_)
+        assert proc.wait(10) in (0, -signal.SIGTERM), open(node.log_file).read()[-3000:]
+        assert "Traceback" not in open(node.log_file).read()
+        node.pid = None
+        lab.start_daemon(node)
+    assert lab.wait_converged(30)
