@@ -55,6 +55,8 @@ class Daemon:
         self.peers: dict[str, Lease] = {}
         self.paths: dict[int, FamilyPath] = {}
         self.full_pending = False
+        self.underlay_pending = False   # the underlay changed and is not usable yet: re-check each tick
+        self.own_changed = False        # rewrite the subnet file after the next full reconcile
         self._nl: Optional[Netlink] = None
         self._link_watch: Optional[threading.Thread] = None
 
@@ -95,16 +97,11 @@ class Daemon:
             lease_mac = None if existing is None else (existing.vtep_mac if family == 4 else existing.vtep_mac_v6)
             macs[family] = lease_mac or (dev.mac if dev is not None and dev.kind == "vxlan" else None) or random_mac()
             path.ensure_device(macs[family], None)
-        vni = self.config.backend.vni
-        template = Lease(subnet=None, public_ip=public_ip, backend_type="vxlan",
-                         backend_data={"VNI": vni, "VtepMAC": self.paths[4].device.mac} if 4 in self.paths else {},
-                         public_ipv6=public_ipv6,
-                         backend_v6_data={"VNI": vni, "VtepMAC": self.paths[6].device.mac} if 6 in self.paths else {})
         prev = read_subnet_file(s.subnet_file)
         kwargs = {"on_change": self._on_own_change}
         if 6 in self.paths and prev.get("FLANNEL_IPV6_SUBNET"):
             kwargs["previous_ipv6_subnet"] = ipaddress.ip_interface(prev["FLANNEL_IPV6_SUBNET"]).network
-        self.own = self.backend.acquire(self.config, template, previous_subnet(s.subnet_file), **kwargs)
+        self.own = self.backend.acquire(self.config, self._template(), previous_subnet(s.subnet_file), **kwargs)
         log.info("leased %s (vtep mac %s)", self.own.key, self.own.vtep_mac or self.own.vtep_mac_v6)
         # Watch links before the first reconcile: a device deleted from here on is seen (queued).
         if not self._link_watch:           # once, even when start() is retried
@@ -118,6 +115,16 @@ class Daemon:
         self.full_reconcile("start-up")
         self._write_subnet_file()
         threading.Thread(target=self._watch_leases, args=(revision,), name="lease-watch", daemon=True).start()
+
+    def _template(self) -> Lease:
+        """What this node advertises: its public address(es) and VTEP MAC(s), no subnet yet."""
+        vni = self.config.backend.vni
+        v4, v6 = self.paths.get(4), self.paths.get(6)
+        return Lease(subnet=None, backend_type="vxlan",
+                     public_ip=ipaddress.ip_address(self.underlay.public_ip) if v4 else None,
+                     backend_data={"VNI": vni, "VtepMAC": v4.device.mac} if v4 else {},
+                     public_ipv6=ipaddress.ip_address(self._ipv6_public()) if v6 else None,
+                     backend_v6_data={"VNI": vni, "VtepMAC": v6.device.mac} if v6 else {})
 
     def _family_configs(self) -> dict[int, FamilyConfig]:
         c, s, u = self.config, self.settings, self.underlay
@@ -202,6 +209,9 @@ class Daemon:
             try:
                 first = self.events.get(timeout=max(0.0, min(1.0, next_resync - time.monotonic())))
             except queue.Empty:
+                if self.underlay_pending:
+                    self.handle([("underlay", None, time.monotonic())])
+                    continue
                 if time.monotonic() >= next_resync or self.full_pending:
                     self._safely(self.full_reconcile, "resync" if not self.full_pending else "retry")
                     next_resync = time.monotonic() + self.settings.resync
@@ -226,7 +236,8 @@ class Daemon:
         lease_events: list[LeaseEvent] = []
         reasons, oldest = set(), None
         for kind, payload, at in batch:
-            reasons.add(kind)
+            if kind != "underlay":
+                reasons.add(kind)
             if kind == "leases":
                 lease_events.extend(payload)
                 oldest = at if oldest is None else min(oldest, at)
@@ -235,10 +246,17 @@ class Daemon:
             elif kind == "own":
                 log.warning("own lease is now %s (was %s)", payload.key, self.own.key)
                 self.own = payload
+                self.own_changed = True
             elif kind == "device":
                 log.warning("device %s was deleted; recreating it with every peer", payload.name or payload.index)
             elif kind == "underlay":
-                self._check_underlay()
+                try:
+                    moved = self._check_underlay()
+                except Exception as err:   # the store may be unreachable: try again next tick
+                    log.error("moving to the new underlay failed: %s; retrying", err)
+                    self.underlay_pending, moved = True, False
+                if moved:                           # else nothing to reconcile for it
+                    reasons.add("underlay")
         for ev in lease_events:
             if ev.kind == "added":
                 self.peers[ev.lease.key] = ev.lease
@@ -246,26 +264,50 @@ class Daemon:
                 self.peers.pop(ev.lease.key, None)
         if reasons - {"leases"} or self.full_pending:
             self._safely(self.full_reconcile, "+".join(sorted(reasons)))
-            if "own" in reasons:
+            if self.own_changed and not self.full_pending:
                 self._write_subnet_file()
+                self.own_changed = False
         elif lease_events:
             self._safely(self.incremental_reconcile, lease_events)
         if oldest is not None and self.metrics is not None:
             self.metrics.event_to_kernel.observe(time.monotonic() - oldest)
 
-    def _check_underlay(self) -> None:
+    def _check_underlay(self) -> bool:
+        """The underlay's addresses changed: move the overlay to what the flags now select.
+
+        The device is recreated on the new local address with the same MAC, and the lease is
+        taken again under the new PublicIP; it keeps its subnet (the key our etcd lease holds
+        is ours), so pods keep their addresses and peers only see a new PublicIP.
+        """
         s = self.settings
         try:
             now = select_underlay(self._nl, ifaces=s.ifaces, iface_regex=s.iface_regex,
                                   can_reach=s.iface_can_reach, public_ip=s.public_ip)
         except (SettingsError, DatapathError) as err:
-            log.error("underlay changed and is no longer usable: %s", err)
-            return
-        if (now.ip, now.index) != (self.underlay.ip, self.underlay.index):
-            log.error("underlay changed from %s (%s) to %s (%s): peers know our old address; stopping so "
-                      "the supervisor restarts us with a lease for the new one (the datapath stays)",
-                      self.underlay.name, self.underlay.ip, now.name, now.ip)
-            self.stop.set()
+            if not self.underlay_pending:
+                log.warning("underlay not usable right now (%s); checking again every second", err)
+            self.underlay_pending = True
+            return False
+        self.underlay_pending = False
+        if (now.ip, now.index, now.public_ip) == (self.underlay.ip, self.underlay.index, self.underlay.public_ip):
+            return False
+        log.warning("underlay changed from %s (%s) to %s (%s); moving the overlay to it",
+                    self.underlay.name, self.underlay.ip, now.name, now.ip)
+        old, self.underlay = self.underlay, now
+        try:
+            self.backend.reconnect()        # its connection was bound to the old address
+            self.own = self.backend.acquire(self.config, self._template(), self.own.subnet,
+                                            previous_ipv6_subnet=self.own.ipv6_subnet,
+                                            on_change=self._on_own_change)
+        except BaseException:
+            self.underlay = old             # not moved yet: the next check tries again
+            raise
+        for family, cfg in self._family_configs().items():
+            if family in self.paths:
+                self.paths[family].cfg = cfg
+        log.info("lease %s now advertises public ip %s", self.own.key, self.own.public_ip or self.own.public_ipv6)
+        self.own_changed = True
+        return True
 
     def _safely(self, fn, arg) -> None:
         try:

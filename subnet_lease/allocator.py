@@ -120,11 +120,17 @@ def _pick(rng: random.Random, net, plen: int, lo, hi, taken: _Taken, config_desc
 
 def choose_subnet(config: NetConfig, leases: Sequence[Lease], public_ip, *,
                   public_ipv6=None, previous_subnet=None, previous_ipv6_subnet=None,
+                  own_lease_id: Optional[int] = None,
                   rng: Optional[random.Random] = None) -> Choice:
     rng = rng or random.Random()
     # Own leases that no longer fit the config (Network changed) are skipped but still block
     # their subnets until the store drops them.
-    own = find_own([lease for lease in leases if lease_fits(config, lease)], public_ip, public_ipv6)
+    fitting = [lease for lease in leases if lease_fits(config, lease)]
+    own = find_own(fitting, public_ip, public_ipv6)
+    if own is None and own_lease_id:
+        # The key our own etcd lease holds is ours even under another PublicIP: the node's
+        # address changed and it keeps its subnet (peers then see the new PublicIP).
+        own = next((lease for lease in fitting if lease.lease_id == own_lease_id), None)
     if own is not None:
         return Choice(own.subnet, own.ipv6_subnet, existing=own, reason="own-lease")
     others = list(leases)

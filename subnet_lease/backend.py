@@ -61,6 +61,9 @@ class LeaseBackend(Protocol):
     def watch(self, from_revision: int, stop: threading.Event) -> Iterator[list[LeaseEvent]]:
         """Batches of changes after `from_revision`; returns soon (≤ ~1 s) after `stop` is set."""
 
+    def reconnect(self) -> None:
+        """Drop the connection; the next call opens a fresh one (the node's address changed)."""
+
     def health(self) -> LeaseHealth:
         """The own lease's state for metrics/readiness."""
 

@@ -42,6 +42,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:4001", "http://127.0.0.1:2379")
 
+# HTTP/2 keepalive pings, so a connection that died silently (the node's address went away, a
+# firewall dropped state) fails within ~15 s instead of leaving a watch waiting forever (etcd
+# accepts pings every 5 s or slower, --grpc-keepalive-min-time). A subchannel pool of each
+# channel's own: gRPC otherwise shares connections between identical channels, and the fresh
+# client reconnect() makes would get the dead connection back.
+GRPC_OPTIONS = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.use_local_subchannel_pool", 1)]
+
 
 @dataclasses.dataclass(frozen=True)
 class EtcdSettings:
@@ -175,7 +184,7 @@ class EtcdLeaseBackend:
             # time_retry: how long a failed endpoint is skipped; short, so a restarted etcd
             # is used again quickly and a single endpoint is never locked out for minutes.
             endpoints.append(Endpoint(host, port, secure=scheme == "https", creds=creds,
-                                      time_retry=1.0))
+                                      time_retry=1.0, opts=GRPC_OPTIONS))
         try:
             client = MultiEndpointEtcd3Client(endpoints=endpoints, timeout=s.rpc_timeout,
                                               user=s.username, password=s.password, failover=True)
@@ -195,6 +204,10 @@ class EtcdLeaseBackend:
             if self._client_obj is None:
                 self._client_obj = self._new_client()
             return self._client_obj
+
+    def reconnect(self) -> None:
+        """Open a fresh connection on the next call (e.g. the node's own address just changed)."""
+        self._drop_client()
 
     def _drop_client(self) -> None:
         with self._client_lock:
@@ -287,7 +300,8 @@ class EtcdLeaseBackend:
             choice = choose_subnet(config, list(leases.values()), template.public_ip,
                                    public_ipv6=template.public_ipv6,
                                    previous_subnet=previous_subnet,
-                                   previous_ipv6_subnet=previous_ipv6_subnet, rng=self._rng)
+                                   previous_ipv6_subnet=previous_ipv6_subnet,
+                                   own_lease_id=reuse_lease_id, rng=self._rng)
             new = dataclasses.replace(template, subnet=choice.subnet, ipv6_subnet=choice.ipv6_subnet,
                                       lease_id=None, ttl=None)
             key = s.subnets_prefix + new.key
@@ -363,7 +377,18 @@ class EtcdLeaseBackend:
                 on_change: Optional[Callable[[Lease], None]] = None) -> Lease:
         if template.public_ip is None and template.public_ipv6 is None:
             raise LeaseError("the lease template needs the node's public IP")
-        lease, key = self._take(config, template, previous_subnet, previous_ipv6_subnet, None)
+        with self._state_lock:
+            # Acquiring again (e.g. the node's address changed): the keeper pauses while we
+            # rewrite our key, so it cannot "repair" it back to the old value meanwhile.
+            held, self._own = self._own, None
+        try:
+            lease, key = self._take(config, template, previous_subnet, previous_ipv6_subnet,
+                                    held.lease.lease_id if held is not None else None)
+        except BaseException:
+            with self._state_lock:
+                if self._own is None:
+                    self._own = held
+            raise
         now = self._clock()
         with self._state_lock:
             self._own = _Own(lease, key, config, template, now + (lease.ttl or 0), now)

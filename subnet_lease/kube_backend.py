@@ -407,6 +407,15 @@ class KubeLeaseBackend:
             known.pop(name, None)
         return batch
 
+    def reconnect(self) -> None:
+        """Build a fresh API client on the next call (e.g. the node's own address just changed)."""
+        client, self._api_client, self._core = self._api_client, None, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+
     def close(self) -> None:
         self._closed.set()
         client, self._api_client, self._core = self._api_client, None, None

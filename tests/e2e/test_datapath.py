@@ -230,3 +230,22 @@ def test_tx_checksum_off_also_on_an_adopted_device(make_lab):
         assert wait_until(lambda: not nl.tx_checksum(index), 15)
         assert nl.link("flannel.1").index == index   # adopted, not recreated
     assert lab.ping(pod_on(lab, "n1"), pod_on(lab, "n2").ip)
+
+
+def test_a_new_underlay_address_keeps_the_subnet_and_peers_follow(make_lab):
+    lab = make_lab(2, 1)
+    assert lab.wait_converged(30)
+    n1, n2 = lab.node("n1"), lab.node("n2")
+    key, subnet, mac = key_of(lab, n1), lab.subnets()["n1"], device_mac(lab, n1)
+    # the node's address changes (DHCP, re-IP): old address and default route go, new ones come
+    ip("addr", "del", "192.0.2.1/24", "dev", "eth0", netns=n1.netns)
+    time.sleep(0.5)
+    ip("addr", "add", "192.0.2.101/24", "dev", "eth0", netns=n1.netns)
+    ip("route", "replace", "default", "via", "192.0.2.254", netns=n1.netns)
+    assert wait_until(lambda: leases(lab).get(key, ({},))[0].get("PublicIP") == "192.0.2.101", 15), leases(lab)
+    assert wait_until(lambda: f"{mac} dst 192.0.2.101" in entries(lab, n2)[2], 15), entries(lab, n2)
+    assert "local 192.0.2.101" in ip("-d", "link", "show", "flannel.1", netns=n1.netns).stdout
+    assert lab.subnets()["n1"] == subnet and device_mac(lab, n1) == mac
+    assert len(leases(lab)) == 2                     # the same key, rewritten; nothing left behind
+    assert wait_until(lambda: lab.ping(pod_on(lab, "n1"), pod_on(lab, "n2").ip, timeout=1), 15)
+    assert lab.ping(pod_on(lab, "n2"), pod_on(lab, "n1").ip)

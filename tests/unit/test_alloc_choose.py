@@ -82,3 +82,13 @@ def test_a_wider_existing_key_blocks_every_subnet_inside_it():
               lease("10.244.6.0/24", "192.0.2.3")]
     picks = {choose_subnet(config, leases, ip("192.0.2.9"), rng=random.Random(s)).subnet for s in range(20)}
     assert picks == {net("10.244.7.0/24")}
+
+
+def test_the_key_our_etcd_lease_holds_stays_ours_under_a_new_public_ip():
+    held = lease("10.244.7.0/24", "192.0.2.1", lease_id=42)
+    other = lease("10.244.8.0/24", "192.0.2.2", lease_id=43)
+    choice = choose_subnet(CONFIG, [held, other], ipaddress.ip_address("192.0.2.101"), own_lease_id=42)
+    assert choice.existing == held and str(choice.subnet) == "10.244.7.0/24" and choice.reason == "own-lease"
+    # without our lease ID the old key is somebody else's: a new subnet is chosen
+    fresh = choose_subnet(CONFIG, [held, other], ipaddress.ip_address("192.0.2.101"), rng=random.Random(1))
+    assert fresh.existing is None and str(fresh.subnet) not in ("10.244.7.0/24", "10.244.8.0/24")
