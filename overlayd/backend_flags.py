@@ -46,11 +46,12 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--node-name", default=None,
                    help="this node's Kubernetes name (default: $NODE_NAME, else the spec.nodeName "
                         "of pod $POD_NAMESPACE/$POD_NAME)")
-    k.add_argument("--set-node-network-unavailable", type=_bool, default=True, metavar="BOOL",
+    k.add_argument("--set-node-network-unavailable", type=parse_bool, default=True, metavar="BOOL",
                    help="set the NetworkUnavailable=False node condition once up (default: true)")
 
 
-def _bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
+    """A flag's boolean, spelled as Go's flag package accepts it (flanneld's flags are Go flags)."""
     low = text.strip().lower()
     if low in ("1", "t", "true", "yes", "y", "on"):
         return True

@@ -18,11 +18,14 @@ from typing import Optional
 from subnet_lease.config import NetConfig
 from subnet_lease.lease import Lease, LeaseEvent
 
-from .datapath import FamilyConfig, FamilyPath
+from subnet_lease.backend import BackendUnavailable
+from subnet_lease.backoff import Backoff
+
+from .datapath import FamilyConfig, FamilyPath, family_configs
 from .errors import DatapathError, DeviceMissing, SettingsError
 from .netlink import LinkEvent, Netlink
 from .settings import DaemonSettings
-from .subnet_file import SubnetFile, first_host, previous_subnet, read_subnet_file, write_subnet_file
+from .subnet_file import SubnetFile, first_host, previous_subnet, write_subnet_file
 from .underlay import Underlay, select_underlay
 
 log = logging.getLogger(__name__)
@@ -63,19 +66,17 @@ class Daemon:
     # -- start-up -------------------------------------------------------------------------------
     def start_with_retry(self, max_backoff: float = 30.0) -> None:
         """start(), retried with backoff while the lease store cannot be reached (no crash loop)."""
-        from subnet_lease.backend import BackendUnavailable
-
-        backoff = 1.0
+        backoff = Backoff(1.0, max_backoff)
         while not self.stop.is_set():
             try:
                 return self.start()
             except BackendUnavailable as err:
-                log.warning("lease store unavailable (%s); retrying in %.0fs", err, backoff)
+                delay = backoff.next()
+                log.warning("lease store unavailable (%s); retrying in %.0fs", err, delay)
                 if self._nl is not None:
                     self._nl.close()
                     self._nl = None
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, max_backoff)
+                self.stop.wait(delay)
 
     def start(self) -> None:
         s = self.settings
@@ -97,22 +98,22 @@ class Daemon:
             lease_mac = None if existing is None else (existing.vtep_mac if family == 4 else existing.vtep_mac_v6)
             macs[family] = lease_mac or (dev.mac if dev is not None and dev.kind == "vxlan" else None) or random_mac()
             path.ensure_device(macs[family], None)
-        prev = read_subnet_file(s.subnet_file)
         kwargs = {"on_change": self._on_own_change}
-        if 6 in self.paths and prev.get("FLANNEL_IPV6_SUBNET"):
-            kwargs["previous_ipv6_subnet"] = ipaddress.ip_interface(prev["FLANNEL_IPV6_SUBNET"]).network
+        if 6 in self.paths:
+            kwargs["previous_ipv6_subnet"] = previous_subnet(s.subnet_file, 6)
         self.own = self.backend.acquire(self.config, self._template(), previous_subnet(s.subnet_file), **kwargs)
         log.info("leased %s (vtep mac %s)", self.own.key, self.own.vtep_mac or self.own.vtep_mac_v6)
         # Watch links before the first reconcile: a device deleted from here on is seen (queued).
         if not self._link_watch:           # once, even when start() is retried
             ready = threading.Event()
-            self._link_watch = threading.Thread(target=Netlink.watch_links, name="link-watch", daemon=True,
-                                                args=(s.netns, self.stop, self._on_link_event, ready))
+            self._link_watch = threading.Thread(target=self._watch_links, args=(ready,), name="link-watch",
+                                                daemon=True)
             self._link_watch.start()
             ready.wait(5)
         leases, revision = self.backend.snapshot()
         self.peers = {l.key: l for l in leases}
-        self.full_reconcile("start-up")
+        # A peer the kernel refuses is logged and retried (full_pending), never a start-up failure.
+        self._safely(self.full_reconcile, "start-up")
         self._write_subnet_file()
         threading.Thread(target=self._watch_leases, args=(revision,), name="lease-watch", daemon=True).start()
 
@@ -127,20 +128,10 @@ class Daemon:
                      backend_v6_data={"VNI": vni, "VtepMAC": v6.device.mac} if v6 else {})
 
     def _family_configs(self) -> dict[int, FamilyConfig]:
-        c, s, u = self.config, self.settings, self.underlay
-        b = c.backend
-        common = dict(vni=b.vni, port=b.port, underlay_index=u.index, underlay_mtu=u.mtu, mtu=b.mtu,
-                      learning=b.learning, gbp=b.gbp, direct_routing=b.direct_routing,
-                      tx_checksum_off=s.vxlan_tx_checksum_off)
-        out = {}
-        if c.enable_ipv4 and c.network is not None:
-            out[4] = FamilyConfig(family=4, device_name=f"flannel.{b.vni}", local_ip=u.ip,
-                                  underlay_net=u.network, network=c.network, **common)
-        if c.enable_ipv6 and c.ipv6_network is not None:
-            local6 = self._ipv6_local()
-            out[6] = FamilyConfig(family=6, device_name=f"flannel-v6.{b.vni}", local_ip=local6.ip.compressed,
-                                  underlay_net=local6.network, network=c.ipv6_network, **common)
-        return out
+        c = self.config
+        ipv6_local = self._ipv6_local() if c.enable_ipv6 and c.ipv6_network is not None else None
+        return family_configs(c, self.underlay, ipv6_local=ipv6_local,
+                              tx_checksum_off=self.settings.vxlan_tx_checksum_off)
 
     def _ipv6_local(self) -> ipaddress.IPv6Interface:
         addrs = [a for a in self._nl.addresses(self.underlay.index, family=10) if not a.ip.startswith("fe80")]
@@ -168,24 +159,37 @@ class Daemon:
 
     # -- triggers -------------------------------------------------------------------------------
     def _watch_leases(self, revision: int) -> None:
-        backoff = 1.0
+        backoff = Backoff(1.0, 30.0)
         while not self.stop.is_set():
             try:
                 for batch in self.backend.watch(revision, self.stop):
                     self.events.put(("leases", batch, time.monotonic()))
-                    backoff = 1.0
+                    backoff.reset()
                 return
             except Exception as err:  # the backend reconnects by itself; this is the last resort
-                log.error("lease watch failed: %s; re-snapshot in %.0fs", err, backoff)
+                delay = backoff.next()
+                log.error("lease watch failed: %s; re-snapshot in %.0fs", err, delay)
                 if self.metrics:
                     self.metrics.watch_restarts.inc()
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30)
+                self.stop.wait(delay)
                 try:
                     leases, revision = self.backend.snapshot()
                     self.events.put(("snapshot", leases, time.monotonic()))
                 except Exception as err2:
                     log.error("lease snapshot failed: %s", err2)
+
+    def _watch_links(self, ready: threading.Event) -> None:
+        """Netlink link/address events, reopened after any error (a full reconcile covers the gap)."""
+        backoff = Backoff(0.5, 10.0)
+        while not self.stop.is_set():
+            try:
+                Netlink.watch_links(self.settings.netns, self.stop, self._on_link_event, ready)
+                return
+            except Exception as err:
+                ready.set()
+                log.error("netlink event watch failed: %s; reopening it", err)
+                self.stop.wait(backoff.next())
+                self.events.put(("relink", None, time.monotonic()))
 
     def _on_link_event(self, ev: LinkEvent) -> None:
         devices = {p.device.index: p.device.name for p in self.paths.values() if p.device}
@@ -209,22 +213,23 @@ class Daemon:
             try:
                 first = self.events.get(timeout=max(0.0, min(1.0, next_resync - time.monotonic())))
             except queue.Empty:
-                if self.underlay_pending:
-                    self.handle([("underlay", None, time.monotonic())])
-                    continue
-                if time.monotonic() >= next_resync or self.full_pending:
-                    self._safely(self.full_reconcile, "resync" if not self.full_pending else "retry")
-                    next_resync = time.monotonic() + self.settings.resync
-                continue
+                first = None
             if self.stop.is_set():
                 break
-            batch = [first]
+            batch = [first] if first is not None else []
             while True:
                 try:
                     batch.append(self.events.get_nowait())
                 except queue.Empty:
                     break
-            self.handle(batch)
+            if self.underlay_pending:
+                batch.append(("underlay", None, time.monotonic()))
+            if batch:
+                self.handle(batch)
+            # Checked after every pass, so a steady stream of triggers cannot starve the resync.
+            if time.monotonic() >= next_resync or self.full_pending:
+                self._safely(self.full_reconcile, "retry" if self.full_pending else "resync")
+                next_resync = time.monotonic() + self.settings.resync
 
     def request_stop(self) -> None:
         """Stop the loop now (signal-safe): set the flag and wake the loop from its queue wait."""

@@ -16,16 +16,8 @@ from .settings import DaemonSettings
 log = logging.getLogger("overlayd")
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false)")
-
-
 def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.ArgumentParser:
-    from .backend_flags import add_backend_arguments
+    from .backend_flags import add_backend_arguments, parse_bool
 
     epilog = None
     if subcommands:
@@ -45,7 +37,7 @@ def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.Argum
     p.add_argument("--public-ipv6", metavar="IP", help="IPv6 peers use to reach this node")
     p.add_argument("--subnet-file", default=d.subnet_file, help="where to write subnet.env (default %(default)s)")
     p.add_argument("--ip-masq", action="store_true", help="masquerade traffic leaving the pod network")
-    p.add_argument("--iptables-forward-rules", type=_bool, default=d.iptables_forward_rules, metavar="BOOL",
+    p.add_argument("--iptables-forward-rules", type=parse_bool, default=d.iptables_forward_rules, metavar="BOOL",
                    help="accept forwarded pod-network traffic in FORWARD (default %(default)s)")
     p.add_argument("--healthz-ip", default=d.healthz_ip, help="health/metrics listen address (default %(default)s)")
     p.add_argument("--healthz-port", type=int, default=d.healthz_port,

@@ -52,6 +52,25 @@ class FamilyConfig:
                          learning=self.learning, gbp=self.gbp)
 
 
+def family_configs(config, underlay, *, ipv6_local=None, tx_checksum_off: bool = False) -> dict[int, FamilyConfig]:
+    """Each enabled family's device settings, from net-conf.json and the chosen underlay.
+
+    flannel's: `flannel.<VNI>` / `flannel-v6.<VNI>`, UDP port and VNI from Backend, `local` = the
+    underlay's address of that family, MTU = Backend.MTU or the underlay's minus the overhead.
+    """
+    b = config.backend
+    common = dict(vni=b.vni, port=b.port, underlay_index=underlay.index, underlay_mtu=underlay.mtu, mtu=b.mtu,
+                  learning=b.learning, gbp=b.gbp, direct_routing=b.direct_routing, tx_checksum_off=tx_checksum_off)
+    out = {}
+    if config.enable_ipv4 and config.network is not None:
+        out[4] = FamilyConfig(family=4, device_name=f"flannel.{b.vni}", local_ip=underlay.ip,
+                              underlay_net=underlay.network, network=config.network, **common)
+    if config.enable_ipv6 and config.ipv6_network is not None and ipv6_local is not None:
+        out[6] = FamilyConfig(family=6, device_name=f"flannel-v6.{b.vni}", local_ip=ipv6_local.ip.compressed,
+                              underlay_net=ipv6_local.network, network=config.ipv6_network, **common)
+    return out
+
+
 class FamilyPath:
     def __init__(self, nl: Netlink, cfg: FamilyConfig):
         self.nl = nl

@@ -6,6 +6,7 @@ lease changes, and removed when --ip-masq is off (a previous run may have left i
 from __future__ import annotations
 
 import logging
+import shutil
 from .masquerade import CommandRunner, Masquerade, MasqSpec
 from .forward_rules import ForwardRules
 
@@ -31,7 +32,7 @@ class RulesKeeper:
             if self.masq.ensure(spec):
                 log.info("masquerade rules written for %s", ", ".join(str(n) for n in (network, ipv6_network) if n))
                 changed = True
-        elif self.masq.listing() is not None:
+        elif shutil.which("nft") and self.masq.listing() is not None:   # no nft: no table of ours
             self.masq.remove()
             log.info("--ip-masq is off: removed the masquerade table a previous run left")
             changed = True

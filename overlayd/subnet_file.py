@@ -79,11 +79,11 @@ def read_subnet_file(path: str) -> dict[str, str]:
     return values
 
 
-def previous_subnet(path: str) -> Optional[ipaddress.IPv4Network]:
-    raw = read_subnet_file(path).get("FLANNEL_SUBNET")
-    if not raw:
-        return None
+def previous_subnet(path: str, family: int = 4):
+    """The subnet an earlier run wrote (FLANNEL_SUBNET / FLANNEL_IPV6_SUBNET), None if absent or garbled."""
+    raw = read_subnet_file(path).get("FLANNEL_IPV6_SUBNET" if family == 6 else "FLANNEL_SUBNET")
     try:
-        return ipaddress.ip_interface(raw).network
+        net = ipaddress.ip_interface(raw).network if raw else None
     except ValueError:
         return None
+    return net if net is not None and net.version == family else None

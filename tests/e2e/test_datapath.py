@@ -65,7 +65,10 @@ def test_restart_under_ping_loses_no_packet_and_keeps_subnet_and_mac(make_lab, s
             ping.kill()
     sent, got = map(int, re.search(r"(\d+) packets transmitted, (\d+) received", out).groups())
     assert sent == 150 and got == sent, out
-    wait_until(lambda: all(lab.daemon_alive(n) for n in lab.nodes) and lab.routes_converged(), 20)
+    assert wait_until(lambda: all(lab.daemon_alive(n) for n in lab.nodes) and lab.routes_converged(), 20)
+    assert all(lab.wait_for_subnet_file(n, 5) for n in lab.nodes)   # the restarted daemons run
+    time.sleep(1)
+    assert all(lab.daemon_alive(n) for n in lab.nodes), [open(n.log_file).read()[-1500:] for n in lab.nodes]
     after = (lab.subnets(), device_mac(lab, n1), leases(lab))
     assert after[0] == before[0] and after[1] == before[1]
     assert {k: v[0] for k, v in after[2].items()} == {k: v[0] for k, v in before[2].items()}

@@ -4,7 +4,7 @@ import pytest
 from overlayd.entries import Entries, FdbEntry, NeighEntry, PeerEntries, Plan, RouteEntry
 from overlayd.errors import DatapathError
 from overlayd.lab.netns import ip, run
-from overlayd.netlink import VxlanSpec
+from overlayd.netlink import Netlink, VxlanSpec
 
 pytestmark = pytest.mark.kernel
 
@@ -15,12 +15,27 @@ def peer(n):
                        neigh=NeighEntry(f"10.244.{n}.0", mac), fdb=FdbEntry(mac, f"192.0.2.{n}"))
 
 
-def test_device_is_created_as_flannel_does(node):
-    ns, nl, dev, under = node
+def test_device_is_created_as_flannel_does(make_netns):
+    """The daemon's own derivation (FamilyConfig from the underlay and net-conf) gives flannel's device."""
+    from overlayd.datapath import FamilyPath, family_configs
+    from overlayd.underlay import select_underlay
+    from subnet_lease.config import parse_net_config
+
+    ns = make_netns("dev")
+    ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", "eth0p", "netns", ns)
+    ip("addr", "add", "192.0.2.1/24", "dev", "eth0", netns=ns)
+    ip("link", "set", "eth0", "up", netns=ns)
+    ip("route", "add", "default", "via", "192.0.2.254", netns=ns)
+    conf = parse_net_config('{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}')
+    with Netlink(ns) as nl:
+        cfg = family_configs(conf, select_underlay(nl))
+        assert list(cfg) == [4]
+        dev = FamilyPath(nl, cfg[4]).ensure_device("02:00:00:00:00:01", None)
+        under = nl.link("eth0")
     out = ip("-d", "link", "show", "flannel.1", netns=ns).stdout
     for word in ("vxlan id 1", "local 192.0.2.1", "dev eth0", "dstport 8472", "nolearning", "mtu 1450",
-                 "02:00:00:00:00:01"):
-        assert word in out
+                 "02:00:00:00:00:01", "UP"):
+        assert word in out, (word, out)
     assert dev.matches(VxlanSpec("flannel.1", 1, 8472, "192.0.2.1", under.index, 1450))
     assert not dev.matches(VxlanSpec("flannel.1", 1, 8472, "192.0.2.99", under.index, 1450))
 
