@@ -62,6 +62,7 @@ class Daemon:
         self.own_changed = False        # rewrite the subnet file after the next full reconcile
         self._nl: Optional[Netlink] = None
         self._link_watch: Optional[threading.Thread] = None
+        self._backend_watch_restarts = 0
 
     # -- start-up -------------------------------------------------------------------------------
     def start_with_retry(self, max_backoff: float = 30.0) -> None:
@@ -384,11 +385,16 @@ class Daemon:
             raise DatapathError(what, errors[0].errno, f"{len(errors)} requests failed, first: {errors[0]}")
 
     def _export_lease_ttl(self) -> None:
+        """Lease TTL left, and the backend's own watch restarts (reconnects, re-snapshots, re-lists)."""
         try:
             health = self.backend.health()
         except Exception:
             return
         self.metrics.set_lease_expiry(time.time() + health.ttl_left if health.ttl_left is not None else None)
+        restarts = getattr(health, "watch_restarts", 0) or 0
+        if restarts > self._backend_watch_restarts:
+            self.metrics.watch_restarts.inc(restarts - self._backend_watch_restarts)
+            self._backend_watch_restarts = restarts
 
     def shutdown(self) -> None:
         """Stop the loop and the threads; leave the datapath and the lease in place."""

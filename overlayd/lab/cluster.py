@@ -252,6 +252,14 @@ class Lab:
             self.log(f"node {node.name}: Node object, spec.podCIDRs {cidrs or 'none yet'}")
         return node
 
+    def restart_etcd(self, down_for: float = 0.0) -> None:
+        """Stop etcd and start it again on the same address and data (an etcd hiccup)."""
+        old = self.etcd
+        old.stop()
+        time.sleep(down_for)
+        self.etcd = start_etcd(self.cleanup, host=old.host, netns=old.netns, port=old.port,
+                               data_dir=old.data_dir)
+
     # -- daemons --------------------------------------------------------------------------------
     def daemon_command(self, node: Node) -> list[str]:
         if self.kube:

@@ -58,10 +58,14 @@ class EtcdServer:
 
 def start_etcd(cleanup: Cleanup, *, host: str = "127.0.0.1", netns: Optional[str] = None,
                port: Optional[int] = None, extra_args: tuple[str, ...] = (),
-               scheme: str = "http", wait: float = 20.0) -> EtcdServer:
-    """Start etcd listening on host (inside netns if given). Registers its stop and data removal."""
-    data_dir = tempfile.mkdtemp(prefix="overlayd-etcd-")
-    cleanup.push(f"etcd data {data_dir}", lambda: shutil.rmtree(data_dir, ignore_errors=True))
+               scheme: str = "http", wait: float = 20.0, data_dir: Optional[str] = None) -> EtcdServer:
+    """Start etcd listening on host (inside netns if given). Registers its stop and data removal.
+
+    With data_dir (an earlier server's), the store carries on where that server stopped.
+    """
+    if data_dir is None:
+        data_dir = tempfile.mkdtemp(prefix="overlayd-etcd-")
+        cleanup.push(f"etcd data {data_dir}", lambda: shutil.rmtree(data_dir, ignore_errors=True))
     port = port or free_port()
     peer_port = free_port()
     client_url = f"{scheme}://{host}:{port}"
