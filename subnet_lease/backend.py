@@ -26,6 +26,10 @@ class BackendUnavailable(LeaseError):
     """The store (etcd / API server) cannot be reached right now; retrying may help."""
 
 
+class AcquireContended(BackendUnavailable):
+    """Other nodes kept winning the race for the chosen subnet; retrying later will help."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LeaseHealth:
     """What the daemon exports as metrics and readiness."""
@@ -38,6 +42,8 @@ class LeaseHealth:
     reacquisitions: int = 0              # times the own key vanished and was taken again
     last_error: Optional[str] = None     # the most recent store error, cleared on success
     waiting_for: Optional[str] = None    # kube: why no subnet yet (e.g. "Node.spec.podCIDR")
+    watch_restarts: int = 0              # peer watch reconnects, re-snapshots after compaction,
+                                         # re-lists after 410 Gone (overlayd_watch_restarts_total)
 
 
 @runtime_checkable

@@ -33,10 +33,10 @@ from pyetcd import exceptions as etcd_exc
 from pyetcd.client import Endpoint, MultiEndpointEtcd3Client
 
 from .allocator import PoolExhausted, choose_subnet, find_own, is_own, overlaps
-from .backend import BackendUnavailable, LeaseError, LeaseHealth, diff_leases
+from .backend import AcquireContended, BackendUnavailable, LeaseError, LeaseHealth, diff_leases
 from .backoff import Backoff
 from .config import ConfigError, NetConfig, parse_net_config
-from .lease import Lease, LeaseEvent, LeaseFormatError, lease_from_json
+from .lease import Lease, LeaseEvent, LeaseFormatError, lease_from_json, parse_subnet_key
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ class EtcdLeaseBackend:
         self._renewals = 0
         self._reacquisitions = 0
         self._last_error: Optional[str] = None
+        self._watch_restarts = 0
         self._on_change: Optional[Callable[[Lease], None]] = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -246,19 +247,31 @@ class EtcdLeaseBackend:
 
     def _read(self, revision: Optional[int] = None) -> tuple[dict[str, Lease], dict[str, object], int]:
         """key -> Lease, key -> raw kv (for revisions), and the store revision."""
+        leases, raw, _, rev = self._read_all(revision)
+        return leases, raw, rev
+
+    def _read_all(self, revision: Optional[int] = None
+                  ) -> tuple[dict[str, Lease], dict[str, object], list[Lease], int]:
+        """As _read, plus a placeholder for each key whose value we cannot parse: it is no peer
+        (it is skipped with a warning), but its subnet is still taken, so we never choose it."""
         kwargs = {"revision": revision} if revision else {}
         resp = self._call("range", lambda c: c.get_prefix_response(self.settings.subnets_prefix, **kwargs))
-        leases, raw = {}, {}
+        leases, raw, unparsed = {}, {}, []
         for kv in resp.kvs:
             key = kv.key.decode()
             try:
                 lease = lease_from_json(key, kv.value, lease_id=kv.lease or None)
             except LeaseFormatError as err:
                 log.warning("ignoring %s", err)
+                try:
+                    v4, v6 = parse_subnet_key(key)
+                    unparsed.append(Lease(subnet=v4, public_ip=None, ipv6_subnet=v6))
+                except LeaseFormatError:
+                    pass
                 continue
             leases[key] = lease
             raw[key] = kv
-        return leases, raw, resp.header.revision
+        return leases, raw, unparsed, resp.header.revision
 
     def snapshot(self) -> tuple[list[Lease], int]:
         leases, _, revision = self._read()
@@ -290,14 +303,42 @@ class EtcdLeaseBackend:
         grant = self._call("lease grant", lambda c: c.lease(self.settings.lease_ttl))
         return grant.id, grant.ttl
 
+    def _revoke(self, lease_id: int) -> None:
+        """Best effort: an etcd lease we granted but do not use would otherwise live 24 h."""
+        try:
+            self._call("lease revoke", lambda c: c.revoke_lease(lease_id))
+            log.info("revoked unused etcd lease %x", lease_id)
+        except Exception as err:  # the store is away: the lease expires after its TTL
+            log.warning("could not revoke unused etcd lease %x: %s", lease_id, err)
+
     def _take(self, config: NetConfig, template: Lease, previous_subnet, previous_ipv6_subnet,
               reuse_lease_id: Optional[int]) -> tuple[Lease, str]:
-        """One subnet, written; retried (bounded) when another node wins a race."""
+        """One subnet, written; retried (bounded) when another node wins a race.
+
+        An etcd lease granted here is carried from a lost attempt into the next one, and revoked
+        if we end up not using it (a failure, or the key kept an older lease), so a node never
+        leaves a second lease behind for 24 h.
+        """
+        granted: list[int] = []          # etcd leases this call granted (at most one)
+        used: Optional[int] = None
+        try:
+            lease, key = self._take_attempts(config, template, previous_subnet, previous_ipv6_subnet,
+                                             reuse_lease_id, granted)
+            used = lease.lease_id
+            return lease, key
+        finally:
+            for lease_id in granted:
+                if lease_id != used:
+                    self._revoke(lease_id)
+
+    def _take_attempts(self, config: NetConfig, template: Lease, previous_subnet,
+                       previous_ipv6_subnet, reuse_lease_id: Optional[int],
+                       granted: list[int]) -> tuple[Lease, str]:
         s = self.settings
         last_conflict = "none"
         for attempt in range(s.acquire_attempts):
-            leases, raw, _ = self._read()
-            choice = choose_subnet(config, list(leases.values()), template.public_ip,
+            leases, raw, unparsed, _ = self._read_all()
+            choice = choose_subnet(config, list(leases.values()) + unparsed, template.public_ip,
                                    public_ipv6=template.public_ipv6,
                                    previous_subnet=previous_subnet,
                                    previous_ipv6_subnet=previous_ipv6_subnet,
@@ -324,6 +365,7 @@ class EtcdLeaseBackend:
                     lease_id, ttl = reuse_lease_id, left
             if lease_id is None:
                 lease_id, ttl = self._grant()
+                granted.append(lease_id)
             value = new.to_json()
             ok, _ = self._call("transaction", lambda c: c.transaction(
                 compare=[tx(c)], success=[c.transactions.put(key, value, lease=lease_id or None)],
@@ -337,9 +379,11 @@ class EtcdLeaseBackend:
             reuse_lease_id = lease_id or reuse_lease_id
             log.info("subnet %s was taken by another node meanwhile; retrying", new.key)
             time.sleep(self._rng.uniform(0, 0.02 * (attempt + 1)))
-        raise LeaseError(f"could not acquire a subnet after {s.acquire_attempts} attempts: other "
-                         f"nodes kept taking the chosen one (last: {last_conflict}); is something "
-                         f"writing {s.subnets_prefix} in a loop?")
+        # Retryable (BackendUnavailable): the daemon's start-up retry and the keeper try again later.
+        raise AcquireContended(f"could not acquire a subnet after {s.acquire_attempts} attempts: other "
+                               f"nodes kept taking the chosen one (last: {last_conflict}); retrying "
+                               f"later; if this persists, is something writing {s.subnets_prefix} "
+                               f"in a loop?")
 
     def _drop_stale_own(self, leases: dict, raw: dict, new: Lease, template: Lease) -> None:
         """Our older keys that the config no longer allows (flannel deletes them too)."""
@@ -422,6 +466,7 @@ class EtcdLeaseBackend:
             if own is None:
                 self._stop.wait(1.0)
                 continue
+            delay = 1.0
             try:
                 if key_watch is None or key_watch.failed or key_watch.key != own.full_key:
                     if key_watch:
@@ -432,10 +477,16 @@ class EtcdLeaseBackend:
                 backoff.reset()
                 delay = self.settings.check_interval
                 if own.lease.lease_id:
-                    delay = min(delay, max(0.0, self._renew_due(self._own) - self._clock()))
-            except (BackendUnavailable, LeaseError, PoolExhausted) as err:
-                self._last_error = str(err)
-                log.warning("keeping lease %s: %s", own.lease.key, err)
+                    # `own`, not self._own: acquire() sets that to None while it re-acquires.
+                    delay = min(delay, max(0.0, self._renew_due(own) - self._clock()))
+            except Exception as err:
+                # Whatever goes wrong, the keeper must live on: a dead keeper lets the lease
+                # expire 24 h later with nobody noticing.
+                self._last_error = str(err) or type(err).__name__
+                if isinstance(err, (BackendUnavailable, LeaseError, PoolExhausted)):
+                    log.warning("keeping lease %s: %s", own.lease.key, err)
+                else:
+                    log.exception("keeping lease %s: unexpected error; retrying", own.lease.key)
                 if key_watch:
                     key_watch.cancel()
                 key_watch = None
@@ -505,14 +556,16 @@ class EtcdLeaseBackend:
         with self._state_lock:
             own = self._own
             if own is None:
-                return LeaseHealth(acquired=False, last_error=self._last_error)
+                return LeaseHealth(acquired=False, last_error=self._last_error,
+                                   watch_restarts=self._watch_restarts)
             ttl_left = None
             if own.lease.lease_id:
                 ttl_left = max(0.0, own.expires_at - self._clock())
             return LeaseHealth(acquired=True, subnet=own.lease.subnet,
                                ipv6_subnet=own.lease.ipv6_subnet, lease_id=own.lease.lease_id,
                                ttl_left=ttl_left, renewals=self._renewals,
-                               reacquisitions=self._reacquisitions, last_error=self._last_error)
+                               reacquisitions=self._reacquisitions, last_error=self._last_error,
+                               watch_restarts=self._watch_restarts)
 
     # ---- watching ------------------------------------------------------------------------
 
@@ -565,6 +618,7 @@ class EtcdLeaseBackend:
                 # The events between our revision and the compaction are gone for good. Read the
                 # whole state again and emit what differs from what we knew (mark and sweep).
                 log.warning("etcd revision %d is compacted; re-reading all leases", revision + 1)
+                self._count_restart()
                 try:
                     fresh, _, new_revision = self._read()
                 except BackendUnavailable as err:
@@ -577,6 +631,7 @@ class EtcdLeaseBackend:
                     yield events
             except (BackendUnavailable, *_UNAVAILABLE) as err:
                 log.warning("watching %s: %s; reconnecting", s.subnets_prefix, _describe(err))
+                self._count_restart()
                 self._last_error = f"watch: {_describe(err)}"
                 stop.wait(backoff.next())
             finally:
@@ -590,6 +645,10 @@ class EtcdLeaseBackend:
                         client.close()
                     except Exception:
                         pass
+
+    def _count_restart(self) -> None:
+        with self._state_lock:
+            self._watch_restarts += 1
 
     @staticmethod
     def _apply(events, known: dict[str, Lease]) -> list[LeaseEvent]:
@@ -609,7 +668,12 @@ class EtcdLeaseBackend:
             try:
                 lease = lease_from_json(key, ev.value, lease_id=ev.lease or None)
             except LeaseFormatError as err:
+                # Overwritten with something we cannot read: the lease it replaced is gone, as a
+                # fresh snapshot (a restarted daemon) would see it.
                 log.warning("ignoring %s", err)
+                old = known.pop(key, None)
+                if old is not None:
+                    batch.append(LeaseEvent("removed", old))
                 continue
             if known.get(key) != lease:
                 batch.append(LeaseEvent("added", lease))

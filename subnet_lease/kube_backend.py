@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Optional
 from .backend import BackendUnavailable, LeaseError, LeaseHealth, diff_leases
 from .backoff import Backoff
 from .config import ConfigError, NetConfig, load_net_config
-from .lease import Lease, LeaseEvent
+from .lease import Lease, LeaseEvent, LeaseFormatError, build_lease
 
 log = logging.getLogger(__name__)
 
@@ -86,43 +86,65 @@ def pod_cidrs(node: dict) -> tuple[Optional[ipaddress.IPv4Network], Optional[ipa
 
 
 def lease_from_node(node: dict, ann: Annotations) -> Optional[Lease]:
-    """The peer lease a node stands for, or None if it does not carry flannel's annotations."""
+    """The peer lease a node stands for, or None if it does not carry flannel's annotations.
+
+    Raises LeaseFormatError (naming the node, the annotation and the value) if it carries them
+    but they are malformed; the backend then skips the node with a warning.
+    """
     meta = node.get("metadata") or {}
     a = meta.get("annotations") or {}
+    name = meta.get("name")
     v4, v6 = pod_cidrs(node)
     if (v4 is None and v6 is None) or ann.backend_type not in a:
         return None
     if ann.public_ip not in a and ann.public_ipv6 not in a:
         return None
+    where = f"node {name!r}"
 
     def data(key):
-        try:
-            doc = json.loads(a.get(key) or "{}")
-        except ValueError:
-            return None
-        return doc if isinstance(doc, dict) else None
-
-    def addr(key, version):
         text = a.get(key)
         if not text:
             return None
         try:
-            value = ipaddress.ip_address(text)
+            return json.loads(text)
         except ValueError:
-            return None
-        return value if value.version == version else None
+            raise LeaseFormatError(f"{where}: annotation {key} {text!r} is not JSON") from None
 
-    backend_data, backend_v6_data = data(ann.backend_data), data(ann.backend_v6_data)
-    if backend_data is None or backend_v6_data is None:
-        log.warning("node %s: backend data annotation is not a JSON object; ignoring it", meta.get("name"))
+    def public(overwrite, key, version):
+        # The node's own overlayd copies a valid overwrite into public-ip; prefer it here too.
+        # A malformed one is that node's start-up error (ConfigError there), not a reason to
+        # drop a peer that still works: fall back to the address it published.
+        text = a.get(overwrite)
+        if text:
+            try:
+                if ipaddress.ip_address(text).version == version:
+                    return text
+            except ValueError:
+                pass
+            log.warning("%s: ignoring annotation %s %r (not an IPv%d address)", where, overwrite,
+                        text, version)
+        return a.get(key)
+
+    public_ipv6 = public(ann.public_ipv6_overwrite, ann.public_ipv6, 6)
+    fields = {"PublicIP": public(ann.public_ip_overwrite, ann.public_ip, 4),
+              "BackendType": a.get(ann.backend_type), "BackendData": data(ann.backend_data)}
+    if public_ipv6:
+        fields.update(PublicIPv6=public_ipv6, BackendV6Data=data(ann.backend_v6_data))
+    labels = {"PublicIP": f"annotation {ann.public_ip}", "PublicIPv6": f"annotation {ann.public_ipv6}",
+              "BackendType": f"annotation {ann.backend_type}",
+              "BackendData": f"annotation {ann.backend_data}",
+              "BackendV6Data": f"annotation {ann.backend_v6_data}"}
+    return build_lease(where, fields, subnet=v4, ipv6_subnet=v6 if public_ipv6 else None,
+                       labels=labels, node_name=name)
+
+
+def _lease_or_skip(node: dict, ann: Annotations) -> Optional[Lease]:
+    """lease_from_node, with a malformed node logged and treated as no peer at all."""
+    try:
+        return lease_from_node(node, ann)
+    except LeaseFormatError as err:
+        log.warning("ignoring %s", err)
         return None
-    public_ip = addr(ann.public_ip_overwrite, 4) or addr(ann.public_ip, 4)
-    public_ipv6 = addr(ann.public_ipv6_overwrite, 6) or addr(ann.public_ipv6, 6)
-    return Lease(subnet=v4, public_ip=public_ip,
-                 backend_type=a.get(ann.backend_type) or "vxlan", backend_data=backend_data,
-                 ipv6_subnet=v6 if public_ipv6 else None, public_ipv6=public_ipv6,
-                 backend_v6_data=backend_v6_data if public_ipv6 else {},
-                 node_name=meta.get("name"))
 
 
 def _revision(text: Any) -> int:
@@ -148,6 +170,7 @@ class KubeLeaseBackend:
         self._node_name: Optional[str] = settings.node_name
         self._waiting_for: Optional[str] = None
         self._last_error: Optional[str] = None
+        self._watch_restarts = 0
         self._snap_cache: Optional[tuple[int, dict[str, Lease]]] = None
 
     # ---- the API -------------------------------------------------------------------------
@@ -230,7 +253,7 @@ class KubeLeaseBackend:
             _preload_content=False, _request_timeout=self._t()))
         leases = {}
         for node in doc.get("items") or []:
-            lease = lease_from_node(node, self.ann)
+            lease = _lease_or_skip(node, self.ann)
             if lease is not None:
                 leases[lease.node_name] = lease
         return leases, _revision((doc.get("metadata") or {}).get("resourceVersion"))
@@ -241,7 +264,7 @@ class KubeLeaseBackend:
         return load_net_config(self.settings.net_config_path)
 
     def find_own_lease(self, public_ip=None) -> Optional[Lease]:
-        return lease_from_node(self._read_node(), self.ann)
+        return _lease_or_skip(self._read_node(), self.ann)
 
     def snapshot(self) -> tuple[list[Lease], int]:
         leases, revision = self._list()
@@ -297,10 +320,11 @@ class KubeLeaseBackend:
         public_ip = template.public_ip
         public_ipv6 = template.public_ipv6
         if a.get(ann.public_ip_overwrite):
-            public_ip = ipaddress.ip_address(a[ann.public_ip_overwrite])
+            public_ip = _overwrite(name, ann.public_ip_overwrite, a[ann.public_ip_overwrite], 4)
             log.info("using %s from %s", public_ip, ann.public_ip_overwrite)
         if a.get(ann.public_ipv6_overwrite):
-            public_ipv6 = ipaddress.ip_address(a[ann.public_ipv6_overwrite])
+            public_ipv6 = _overwrite(name, ann.public_ipv6_overwrite, a[ann.public_ipv6_overwrite], 6)
+            log.info("using %s from %s", public_ipv6, ann.public_ipv6_overwrite)
         want = {ann.kube_subnet_manager: "true", ann.backend_type: template.backend_type}
         if want4:
             want[ann.backend_data] = json.dumps(template.backend_data, separators=(",", ":"))
@@ -333,7 +357,8 @@ class KubeLeaseBackend:
             own = self._own
             return LeaseHealth(acquired=own is not None, subnet=own.subnet if own else None,
                                ipv6_subnet=own.ipv6_subnet if own else None,
-                               last_error=self._last_error, waiting_for=self._waiting_for)
+                               last_error=self._last_error, waiting_for=self._waiting_for,
+                               watch_restarts=self._watch_restarts)
 
     def own_lease(self) -> Optional[Lease]:
         with self._lock:
@@ -374,6 +399,7 @@ class KubeLeaseBackend:
                         yield batch
             except _Gone:
                 log.warning("resourceVersion %d is too old (410 Gone); listing nodes again", revision)
+                self._count_restart()
                 try:
                     fresh, new_revision = self._list()
                 except (BackendUnavailable, LeaseError) as err:
@@ -386,15 +412,23 @@ class KubeLeaseBackend:
                     yield events
             except (BackendUnavailable, LeaseError) as err:
                 log.warning("watching nodes: %s; reconnecting", err)
+                self._count_restart()
                 stop.wait(backoff.next())
             finally:
                 if stream is not None:
                     stream.close()
 
+    def _count_restart(self) -> None:
+        # Counted: a broken watch (error, dropped stream) and a re-list after 410 Gone. Not
+        # counted: the server ending a healthy watch after its timeoutSeconds, which is routine.
+        with self._lock:
+            self._watch_restarts += 1
+
     def _apply(self, etype: str, obj: dict, known: dict[str, Lease]) -> list[LeaseEvent]:
         name = (obj.get("metadata") or {}).get("name")
         old = known.get(name)
-        new = None if etype == "DELETED" else lease_from_node(obj, self.ann)
+        # A node whose annotations turned malformed is dropped, as a fresh list would drop it.
+        new = None if etype == "DELETED" else _lease_or_skip(obj, self.ann)
         if new == old:
             return []
         batch = []
@@ -424,6 +458,21 @@ class KubeLeaseBackend:
                 client.close()
             except Exception:
                 pass
+
+
+def _overwrite(node: str, key: str, text: str, version: int):
+    """The address in a public-ip(v6)-overwrite annotation; ConfigError naming it if malformed."""
+    example = "203.0.113.9" if version == 4 else "2001:db8::9"
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        addr = None
+    if addr is None or addr.version != version:
+        raise ConfigError(f"node {node}: annotation {key}={text!r} is not an IPv{version} address; "
+                          f"set it to this node's public IPv{version} address (e.g. "
+                          f"kubectl annotate --overwrite node {node} {key}={example}) or remove it "
+                          f"(kubectl annotate node {node} {key}-)")
+    return addr
 
 
 def _network_available(node: dict) -> bool:

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import ipaddress
 import json
+import re
 from typing import Literal, Optional
 
 IPv4Network = ipaddress.IPv4Network
@@ -109,8 +110,78 @@ def parse_subnet_key(key: str) -> tuple[Optional[IPv4Network], Optional[IPv6Netw
     return v4, v6
 
 
+_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
+_VNI_MAX = (1 << 24) - 1
+
+
+def build_lease(where: str, fields: dict, *, subnet: Optional[IPv4Network],
+                ipv6_subnet: Optional[IPv6Network], labels: Optional[dict] = None,
+                lease_id: Optional[int] = None, ttl: Optional[int] = None,
+                node_name: Optional[str] = None) -> Lease:
+    """The one builder of a Lease from flannel's fields (PublicIP, PublicIPv6, BackendType,
+    BackendData, BackendV6Data), as decoded JSON values; both backends go through it.
+
+    `where` names the record in errors (an etcd key, a Node); `labels` renames a field in
+    errors (kube: the annotation it came from). Anything the daemon could trip over later
+    (BackendData that is not an object, a VtepMAC that is not a MAC, a VNI that is not an
+    int) raises LeaseFormatError naming the record, the field and the value.
+    """
+    labels = labels or {}
+
+    def bad(field, value, want):
+        return LeaseFormatError(f"{where}: {labels.get(field, field)} {value!r} is not {want}")
+
+    def ip(field, version):
+        raw = fields.get(field)
+        if raw in (None, ""):
+            return None
+        if not isinstance(raw, str):
+            raise bad(field, raw, "an IP address")
+        try:
+            addr = ipaddress.ip_address(raw)
+        except ValueError:
+            raise bad(field, raw, "an IP address") from None
+        if addr.version != version:
+            raise bad(field, raw, f"IPv{version}")
+        return addr
+
+    def backend(field):
+        data = fields.get(field)
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise bad(field, data, "a JSON object")
+        mac = data.get("VtepMAC")
+        if mac is not None and not (isinstance(mac, str) and _MAC.fullmatch(mac)):
+            raise LeaseFormatError(f"{where}: {labels.get(field, field)} VtepMAC {mac!r} is not a "
+                                   f"MAC address like aa:bb:cc:dd:ee:ff")
+        vni = data.get("VNI")
+        if vni is not None and (isinstance(vni, bool) or not isinstance(vni, int)
+                                or not 0 <= vni <= _VNI_MAX):
+            raise LeaseFormatError(f"{where}: {labels.get(field, field)} VNI {vni!r} is not an "
+                                   f"integer between 0 and {_VNI_MAX}")
+        return data
+
+    backend_type = fields.get("BackendType") or "vxlan"
+    if not isinstance(backend_type, str):
+        raise bad("BackendType", backend_type, "a string")
+    return Lease(
+        subnet=subnet,
+        public_ip=ip("PublicIP", 4),
+        backend_type=backend_type,
+        backend_data=backend("BackendData"),
+        ipv6_subnet=ipv6_subnet,
+        public_ipv6=ip("PublicIPv6", 6),
+        backend_v6_data=backend("BackendV6Data"),
+        lease_id=lease_id,
+        ttl=ttl,
+        node_name=node_name,
+    )
+
+
 def lease_from_json(key: str, value: str | bytes, *, lease_id: Optional[int] = None,
                     ttl: Optional[int] = None) -> Lease:
+    """A lease from its etcd key and flannel's lease JSON; LeaseFormatError if either is bad."""
     v4, v6 = parse_subnet_key(key)
     try:
         doc = json.loads(value)
@@ -118,27 +189,4 @@ def lease_from_json(key: str, value: str | bytes, *, lease_id: Optional[int] = N
         raise LeaseFormatError(f"lease {key!r}: value is not JSON ({err})") from None
     if not isinstance(doc, dict):
         raise LeaseFormatError(f"lease {key!r}: value is not a JSON object")
-
-    def ip(field, version):
-        raw = doc.get(field)
-        if raw in (None, ""):
-            return None
-        try:
-            addr = ipaddress.ip_address(raw)
-        except ValueError:
-            raise LeaseFormatError(f"lease {key!r}: {field} {raw!r} is not an IP address") from None
-        if addr.version != version:
-            raise LeaseFormatError(f"lease {key!r}: {field} {raw!r} is not IPv{version}")
-        return addr
-
-    return Lease(
-        subnet=v4,
-        public_ip=ip("PublicIP", 4),
-        backend_type=doc.get("BackendType") or "vxlan",
-        backend_data=doc.get("BackendData") or {},
-        ipv6_subnet=v6,
-        public_ipv6=ip("PublicIPv6", 6),
-        backend_v6_data=doc.get("BackendV6Data") or {},
-        lease_id=lease_id,
-        ttl=ttl,
-    )
+    return build_lease(f"lease {key!r}", doc, subnet=v4, ipv6_subnet=v6, lease_id=lease_id, ttl=ttl)

@@ -1,0 +1,190 @@
+"""The etcd backend when things go wrong: malformed leases, a keeper hit by an error, a lost
+transaction, a race lost again and again. Real etcd throughout."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import threading
+import time
+
+import pytest
+
+from subnet_lease.backend import BackendUnavailable
+from subnet_lease.config import parse_net_config
+from subnet_lease.etcd_backend import EtcdLeaseBackend, EtcdSettings
+from subnet_lease.lease import Lease
+
+CONFIG = parse_net_config('{"Network":"10.244.0.0/19"}')
+SMALL = parse_net_config('{"Network":"10.244.0.0/22","SubnetLen":24}')     # 10.244.1-3.0/24
+
+
+def template(n: int, **kw) -> Lease:
+    return Lease(subnet=None, public_ip=ipaddress.ip_address(f"192.0.2.{n}"),
+                 backend_data={"VNI": 1, "VtepMAC": f"0a:58:00:00:00:{n:02x}", **kw})
+
+
+def peer_value(n: int) -> str:
+    return json.dumps({"PublicIP": f"192.0.2.{n}", "BackendType": "vxlan",
+                       "BackendData": {"VNI": 1, "VtepMAC": f"0a:58:00:00:00:{n:02x}"}})
+
+
+@pytest.fixture
+def make(etcd_server, etcd_prefix):
+    made = []
+
+    def make(**overrides) -> EtcdLeaseBackend:
+        b = EtcdLeaseBackend(EtcdSettings(endpoints=(etcd_server.endpoint,), prefix=etcd_prefix, **overrides))
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def wait_for(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Collector:
+    def __init__(self, backend, revision):
+        self.events, self.stop, self._lock = [], threading.Event(), threading.Lock()
+        self._gen = backend.watch(revision, self.stop)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        for batch in self._gen:
+            with self._lock:
+                self.events.extend((e.kind, e.lease) for e in batch)
+
+    def seen(self):
+        with self._lock:
+            return list(self.events)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "watch did not return after stop was set"
+
+
+def lease_ids(etcd_server) -> set[str]:
+    """`etcdctl lease list`: every etcd lease the server holds (the server is this module's)."""
+    lines = etcd_server.etcdctl("lease", "list").stdout.splitlines()    # "found N leases", then IDs
+    assert lines and lines[0].startswith("found"), lines
+    return {line.strip() for line in lines[1:] if line.strip()}
+
+
+def test_malformed_leases_are_skipped_and_an_overwritten_peer_is_removed(make, etcd_server, etcd_prefix, caplog):
+    subnets = f"{etcd_prefix}/subnets"
+    me = make()
+    mine = me.acquire(CONFIG, template(1))
+    # Free /24s for the peers, away from ours.
+    free = [f"10.244.{i}.0-24" for i in range(1, 31) if f"10.244.{i}.0-24" != mine.key][:3]
+    bad_key, peer_key, late_key = free
+    etcd_server.etcdctl("put", f"{subnets}/{bad_key}", '{"PublicIP":"192.0.2.50","BackendData":"oops"}')
+    etcd_server.etcdctl("put", f"{subnets}/{peer_key}", peer_value(2))
+    leases, revision = me.snapshot()
+    assert sorted(x.key for x in leases) == sorted([mine.key, peer_key])     # "oops" never reaches the daemon
+    assert "BackendData 'oops' is not a JSON object" in caplog.text and bad_key in caplog.text
+
+    col = Collector(me, revision)
+    try:
+        etcd_server.etcdctl("put", f"{subnets}/{late_key}",
+                            '{"PublicIP":"192.0.2.51","BackendData":{"VNI":1,"VtepMAC":"not-a-mac"}}')
+        # The peer's key is overwritten with garbage: running daemons drop the peer ...
+        etcd_server.etcdctl("put", f"{subnets}/{peer_key}", '{"PublicIP":"192.0.2.2","BackendData":{"VNI":"x"}}')
+        wait_for(lambda: any(kind == "removed" and lease.key == peer_key for kind, lease in col.seen()),
+                 what="overwritten peer removed")
+        etcd_server.etcdctl("put", f"{subnets}/{free[0]}", peer_value(9))       # a good one again
+        wait_for(lambda: any(kind == "added" and lease.key == bad_key for kind, lease in col.seen()),
+                 what="repaired key added")
+        assert not any(lease.key == late_key for _, lease in col.seen())
+        assert [kind for kind, lease in col.seen() if lease.key == peer_key] == ["removed"]
+    finally:
+        col.close()
+    # ... and agree with a daemon started now.
+    fresh, _ = make().snapshot()
+    assert sorted(x.key for x in fresh) == sorted([mine.key, bad_key])
+
+
+def test_subnets_held_by_unreadable_keys_are_never_chosen(make, etcd_server, etcd_prefix):
+    for i in (1, 2):
+        etcd_server.etcdctl("put", f"{etcd_prefix}/subnets/10.244.{i}.0-24", "not json at all")
+    got = make(acquire_attempts=1).acquire(SMALL, template(3))
+    assert got.key == "10.244.3.0-24"
+
+
+def test_keeper_survives_an_unexpected_error_and_acquire_running_beside_it(make, etcd_server, etcd_prefix, caplog):
+    b = make(check_interval=0.2, backoff_initial=0.1, backoff_max=0.5)
+    lease = b.acquire(CONFIG, template(4))
+    real_check, calls = b._check, []
+
+    def check(own):
+        calls.append(own)
+        real_check(own)
+        if len(calls) == 1:
+            # What acquire() does meanwhile in the daemon's thread (the node's address changed):
+            # the own lease is cleared while it re-acquires.
+            with b._state_lock:
+                b._own = None
+        if len(calls) == 3:
+            raise RuntimeError("something nobody expected")
+
+    b._check = check
+    wait_for(lambda: len(calls) >= 1 and b.own_lease() is None, what="the keeper's first check")
+    time.sleep(0.3)
+    assert b._keeper.is_alive(), "the keeper thread died"
+    assert b.acquire(CONFIG, template(4)) == lease                  # the re-acquire finishes
+    wait_for(lambda: len(calls) >= 4, what="the keeper going on after an unexpected error")
+    assert "something nobody expected" in caplog.text and b._keeper.is_alive()
+    # And it still does its job: a deleted own key comes back.
+    etcd_server.etcdctl("del", f"{etcd_prefix}/subnets/{lease.key}")
+    wait_for(lambda: b.health().reacquisitions == 1, what="own key re-acquired")
+    out = etcd_server.etcdctl("get", f"{etcd_prefix}/subnets/{lease.key}", "--print-value-only").stdout
+    assert json.loads(out)["PublicIP"] == "192.0.2.4"
+
+
+def test_a_failed_transaction_leaves_no_etcd_lease_behind(make, etcd_server, etcd_prefix):
+    before = lease_ids(etcd_server)
+    # A value bigger than etcd's request limit (1.5 MiB): the grant works, the transaction fails.
+    b = make(acquire_attempts=3)
+    with pytest.raises(BackendUnavailable):
+        b.acquire(CONFIG, template(5, Padding="x" * 2_000_000))
+    assert lease_ids(etcd_server) - before == set()
+    # The node then starts normally, on exactly one lease.
+    lease = b.acquire(CONFIG, template(5))
+    assert lease_ids(etcd_server) - before == {format(lease.lease_id, "x")}
+
+
+def test_losing_every_race_is_retryable_and_leaks_no_lease(make, etcd_server, etcd_prefix):
+    subnets = f"{etcd_prefix}/subnets"
+    for i in (1, 2):
+        etcd_server.etcdctl("put", f"{subnets}/10.244.{i}.0-24", peer_value(100 + i))
+    before = lease_ids(etcd_server)
+    b = make(acquire_attempts=3)
+    real_call = b._call
+
+    def racing_peer(what, fn):
+        # Another node takes the one free subnet just before each of our transactions, and
+        # gives it up again right after (its own start failed), so every attempt loses.
+        if what != "transaction":
+            return real_call(what, fn)
+        etcd_server.etcdctl("put", f"{subnets}/10.244.3.0-24", peer_value(103))
+        try:
+            return real_call(what, fn)
+        finally:
+            etcd_server.etcdctl("del", f"{subnets}/10.244.3.0-24")
+
+    b._call = racing_peer
+    with pytest.raises(BackendUnavailable, match="after 3 attempts"):   # the daemon retries it
+        b.acquire(SMALL, template(3))
+    assert lease_ids(etcd_server) - before == set()
+    b._call = real_call
+    assert b.acquire(SMALL, template(3)).key == "10.244.3.0-24"          # the retry succeeds
