@@ -167,6 +167,7 @@ def test_watch_after_compaction_emits_the_difference(make, etcd_server, etcd_pre
         wait_for(lambda: {("added", joined), ("removed", gone)} <= set(col.seen()), what="resync diff")
         later = make().acquire(CONFIG, template(4))   # and the watch goes on after the resync
         wait_for(lambda: ("added", later) in col.seen(), what="event after resync")
+        assert me.health().watch_restarts == 1        # the re-snapshot, for the daemon's metric
     finally:
         col.close()
 
@@ -188,7 +189,8 @@ def test_restart_from_an_old_revision_yields_removal_of_vanished_peers(make, etc
 def test_etcdctl_shows_what_we_report(make, etcd_server, etcd_prefix):
     a, b = make(), make()
     la, lb = a.acquire(CONFIG, template(7)), b.acquire(CONFIG, template(8))
-    etcd_server.etcdctl("put", f"{etcd_prefix}/subnets/10.244.30.0-24",
+    reserved = next(f"10.244.{i}.0-24" for i in range(30, 0, -1) if f"10.244.{i}.0-24" not in (la.key, lb.key))
+    etcd_server.etcdctl("put", f"{etcd_prefix}/subnets/{reserved}",
                         '{"PublicIP":"192.0.2.99","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:58:00:00:00:99"}}')
     ours, _ = a.leases_with_ttl()
     out = etcd_server.etcdctl("get", "--prefix", f"{etcd_prefix}/subnets").stdout.splitlines()
@@ -196,7 +198,7 @@ def test_etcdctl_shows_what_we_report(make, etcd_server, etcd_prefix):
     assert {f"{etcd_prefix}/subnets/{x.key}": json.loads(x.to_json()) for x in ours} == \
         {k: json.loads(v) for k, v in theirs.items()}
     by_key = {x.key: x for x in ours}
-    assert by_key["10.244.30.0-24"].lease_id is None            # a reservation
+    assert by_key[reserved].lease_id is None                    # a reservation
     for mine in (la, lb):
         out = etcd_server.etcdctl("lease", "timetolive", "--keys", format(mine.lease_id, "x")).stdout
         m = re.search(r"lease ([0-9a-f]+) granted with TTL\((\d+)s\), remaining\((\d+)s\), attached keys\(\[(.*)\]\)", out)
@@ -250,6 +252,7 @@ def test_etcd_restart_is_survived_by_keeper_and_watch(cleanup, tmp_path):
         wait_for(lambda: ("added", p) in col.seen(), what="watch reconnected")
         wait_for(lambda: me.health().last_error is None, what="keeper recovered")
         assert me.own_lease().lease_id == lease.lease_id and me.health().reacquisitions == 0
+        assert me.health().watch_restarts >= 1        # the reconnect, for the daemon's metric
     finally:
         col.close()
 

@@ -209,6 +209,7 @@ def test_410_gone_relists_and_emits_the_difference(emu, make):
                  what="re-list difference")
         emu.add_node("node-5", "10.244.5.0/24", annotations=peer_annotations(5))
         wait_for(lambda: ("added", "node-5") in {e[:2] for e in col.events}, what="watch resumes")
+        assert b.health().watch_restarts == 1                  # the re-list, for the daemon's metric
     finally:
         col.close()
 
@@ -227,5 +228,51 @@ def test_scripted_http_410_on_watch_and_api_outage_recover(emu, make):
     try:
         wait_for(lambda: ("added", "node-6") in {e[:2] for e in col.events}, what="recovered")
         assert emu._scripts == []                  # both scripted failures were really served
+        # One restart (the 410; its re-list failed and the next watch worked): the daemon exports it.
+        assert b.health().watch_restarts == 1
     finally:
         col.close()
+
+
+def test_malformed_peer_annotations_are_skipped_and_a_peer_turning_malformed_is_removed(emu, make, caplog):
+    emu.add_node("node-1", "10.244.1.0/24")
+    emu.add_node("node-2", "10.244.2.0/24", annotations=peer_annotations(2))
+    bad = dict(peer_annotations(3), **{f"{P}/backend-data": '"oops"'})
+    emu.add_node("node-3", "10.244.3.0/24", annotations=bad)
+    b = make()
+    b.acquire(CONFIG, template(1))
+    leases, rv = b.snapshot()
+    assert sorted(x.node_name for x in leases) == ["node-1", "node-2"]
+    assert f"annotation {P}/backend-data 'oops' is not a JSON object" in caplog.text
+    col = Collector(b, rv)
+    try:
+        emu.update_node("node-2", {"metadata": {"annotations": {
+            f"{P}/backend-data": json.dumps({"VNI": 1, "VtepMAC": "0a:58:00:00:00"})}}})
+        wait_for(lambda: ("removed", "node-2") in {e[:2] for e in col.events}, what="node-2 dropped")
+        emu.update_node("node-3", {"metadata": {"annotations": peer_annotations(3)}})   # fixed
+        wait_for(lambda: ("added", "node-3") in {e[:2] for e in col.events}, what="node-3 added")
+        emu.update_node("node-1", {"metadata": {"annotations": {f"{P}/public-ip": "192.0.2.x"}}})
+        wait_for(lambda: ("removed", "node-1") in {e[:2] for e in col.events}, what="node-1 dropped")
+        assert "VtepMAC '0a:58:00:00:00' is not a MAC" in caplog.text and "'192.0.2.x'" in caplog.text
+    finally:
+        col.close()
+    fresh, _ = make().snapshot()                    # a restarted daemon agrees
+    assert sorted(x.node_name for x in fresh) == ["node-3"]
+
+
+@pytest.mark.parametrize("key,value,version", [
+    ("public-ip-overwrite", "203.0.113.300", 4),
+    ("public-ip-overwrite", "2001:db8::9", 4),            # IPv6 is not the IPv4 public IP
+    ("public-ipv6-overwrite", "203.0.113.9", 6),
+])
+def test_malformed_public_ip_overwrite_is_a_config_error_naming_it(emu, make, key, value, version):
+    config = parse_net_config('{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}')
+    emu.add_node("node-1", "10.244.4.0/24", pod_cidrs=["10.244.4.0/24", "fc00:0:0:4::/64"],
+                 annotations={f"{P}/{key}": value})
+    t = dataclass_replace(template(1), public_ipv6=ipaddress.ip_address("2001:db8::1"))
+    with pytest.raises(ConfigError) as info:
+        make().acquire(config, t)
+    msg = str(info.value)
+    assert f"{P}/{key}" in msg and repr(value) in msg and f"not an IPv{version} address" in msg
+    assert "kubectl annotate" in msg                      # the fix
+    assert f"{P}/public-ip" not in emu.node("node-1")["metadata"]["annotations"]    # nothing half-done
