@@ -9,14 +9,15 @@ keeper thread keeps it alive with keep-alives (not new grants), so `etcdctl leas
 
 Acquiring is a create-if-absent transaction; the subnet comes from the pure allocator. Losing a
 race is retried (bounded; then AcquireContended, a BackendUnavailable the daemon retries later),
-and an etcd lease granted for an attempt that did not keep it is revoked. Because two different key strings can cover the same addresses (a dual-stack
-key and a v4-only one, or a changed SubnetLen), a successful create is checked once more for
-overlaps and the younger key backs off.
+and an etcd lease granted for an attempt that did not keep it is revoked. Because two different
+key strings can cover the same addresses (a dual-stack key and a v4-only one, or a changed
+SubnetLen), a successful create is checked once more for overlaps and the younger key backs off.
 
 Watching is snapshot-then-watch from revision + 1 with prev_kv (so a removal carries the lease
 that went away); a key overwritten with a value we cannot parse is the removal of the lease it
-held, as a fresh snapshot would see it. If etcd has compacted the revision we need, we re-snapshot and emit the
-difference against what we knew (mark-and-sweep), as Calico's etcdutils does.
+held, as a fresh snapshot would see it. If etcd has compacted the revision we need, we
+re-snapshot and emit the difference against what we knew (mark-and-sweep), as Calico's
+etcdutils does.
 """
 from __future__ import annotations
 
