@@ -252,3 +252,44 @@ def test_a_new_underlay_address_keeps_the_subnet_and_peers_follow(make_lab):
     assert len(leases(lab)) == 2                     # the same key, rewritten; nothing left behind
     assert wait_until(lambda: lab.ping(pod_on(lab, "n1"), pod_on(lab, "n2").ip, timeout=1), 15)
     assert lab.ping(pod_on(lab, "n2"), pod_on(lab, "n1").ip)
+
+
+@pytest.mark.parametrize("value", [
+    '{"PublicIP":"198.18.0.7","BackendType":"vxlan","BackendData":"oops"}',
+    '{"PublicIP":"198.18.0.7","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz:zz"}}',
+    '{"PublicIP":"198.18.0.7","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:07"}}',
+    'not json at all',
+], ids=["backend-data-not-an-object", "mac-not-hex", "mac-five-bytes", "not-json"])
+def test_a_malformed_lease_in_etcd_leaves_every_node_running_and_ready(make_lab, value):
+    lab = make_lab(2, 1, daemon_args=("--healthz-port=8471", "--healthz-ip=127.0.0.1"))
+    assert lab.wait_converged(30)
+    lab.etcd.etcdctl("put", f"{PREFIX}/10.244.77.0-24", value)      # a hand-edited or buggy key
+    lab.stop_daemon(lab.node("n2"))                                  # and a restart reads it at start-up
+    lab.start_daemon(lab.node("n2"))
+    time.sleep(2)
+    for node in lab.nodes:
+        assert lab.daemon_alive(node), open(node.log_file).read()[-2000:]
+        ready = run(["/usr/bin/python3", "-c", "import urllib.request,urllib.error\n"
+                     "try: print(urllib.request.urlopen('http://127.0.0.1:8471/readyz',timeout=3).status)\n"
+                     "except urllib.error.HTTPError as e: print(e.code, e.read().decode())"], netns=node.netns).stdout
+        assert ready.strip() == "200", (node.name, ready)
+        assert "10.244.77.0" not in ip("route", netns=node.netns).stdout
+    assert lab.ping(pod_on(lab, "n1"), pod_on(lab, "n2").ip)
+
+
+def test_the_overlay_rides_out_an_etcd_restart(make_lab):
+    lab = make_lab(2, 1, daemon_args=("--healthz-port=8471", "--healthz-ip=127.0.0.1"))
+    assert lab.wait_converged(30)
+    a, b = pod_on(lab, "n1"), pod_on(lab, "n2")
+    lab.restart_etcd(down_for=2)
+    assert lab.ping(a, b.ip)                                 # the datapath never depended on etcd
+    # a lease written after the restart reaches both nodes: their watches came back by themselves
+    lab.etcd.etcdctl("put", f"{PREFIX}/10.244.250.0-24",
+                     '{"PublicIP":"198.18.0.9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}')
+    for node in lab.nodes:
+        assert wait_until(lambda: "10.244.250.0/24" in ip("route", netns=node.netns).stdout, 30), node.name
+        assert lab.daemon_alive(node)
+    metrics = run(["/usr/bin/python3", "-c", "import urllib.request;print(urllib.request.urlopen("
+                   "'http://127.0.0.1:8471/metrics',timeout=3).read().decode())"], netns=lab.node("n1").netns).stdout
+    restarts = [line for line in metrics.splitlines() if line.startswith("overlayd_watch_restarts_total")]
+    assert restarts and float(restarts[0].split()[-1]) >= 1, restarts
