@@ -46,7 +46,7 @@ def lease_row(lease: Lease, own: bool, kube: bool) -> dict:
         "public_ipv6": str(lease.public_ipv6) if lease.public_ipv6 else None,
         "vtep_mac": lease.vtep_mac,
         "backend_type": lease.backend_type,
-        "lease_id": format(lease.lease_id, "x") if lease.lease_id else None,
+        "lease_id": format(lease.lease_id, "016x") if lease.lease_id else None,   # as etcdctl prints it
         "ttl": lease.ttl if lease.lease_id else None,
         "reserved": reserved,
         "node": lease.node_name,

@@ -38,7 +38,7 @@ def test_etcd_leases_table_and_json(etcd_server, etcd_prefix):
         rows = {r["key"]: r for r in doc["leases"]}
         r = rows[own.key]
         assert r["own"] and r["public_ip"] == "192.0.2.10" and r["vtep_mac"] == "0a:58:00:00:00:10"
-        assert r["lease_id"] == format(own.lease_id, "x") and 86000 < r["ttl"] <= 86400
+        assert r["lease_id"] == format(own.lease_id, "016x") and 86000 < r["ttl"] <= 86400
         assert rows["10.244.200.0-24"]["reserved"] and not rows["10.244.200.0-24"]["own"]
 
         table = overlayd("leases", *flags)
@@ -46,7 +46,7 @@ def test_etcd_leases_table_and_json(etcd_server, etcd_prefix):
         lines = table.stdout.splitlines()
         assert lines[0].split() == ["SUBNET", "PUBLIC-IP", "VTEP-MAC", "TYPE", "LEASE-ID", "TTL", "NODE", "OWN"]
         own_line = next(line for line in lines if str(own.subnet) in line)
-        assert own_line.split()[-1] == "*" and format(own.lease_id, "x") in own_line
+        assert own_line.split()[-1] == "*" and format(own.lease_id, "016x") in own_line
         assert "reserved" in next(line for line in lines if "10.244.200.0/24" in line)
         assert "2 lease(s) in etcd" in lines[-1]
     finally:
