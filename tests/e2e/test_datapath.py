@@ -41,6 +41,12 @@ def entries(lab, node, dev="flannel.1"):
             run(["bridge", "fdb", "show", "dev", dev], netns=node.netns).stdout)
 
 
+def unused_subnet(lab) -> str:
+    """A /24 of the pod network that no lab node leased (nodes pick theirs at random): "10.244.N.0"."""
+    held = {v.rsplit(".", 2)[0] for v in lab.subnets().values()}     # "10.244.N"
+    return next(f"10.244.{n}.0" for n in range(250, 1, -1) if f"10.244.{n}" not in held)
+
+
 def pod_on(lab, node_name):
     return next(p for p in lab.pods if p.node == node_name)
 
@@ -201,9 +207,10 @@ def test_readyz_and_metrics_answer(make_lab):
     status, body = get("/readyz")
     assert status == 200 and "ready" in body
     # a new peer lease arrives: it is counted and its latency observed
-    lab.etcd.etcdctl("put", "/coreos.com/network/subnets/10.244.250.0-24",
+    fake = unused_subnet(lab)
+    lab.etcd.etcdctl("put", f"/coreos.com/network/subnets/{fake}-24",
                      '{"PublicIP":"198.18.0.9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}')
-    assert wait_until(lambda: "10.244.250.0/24" in ip("route", netns=n1.netns).stdout, 10)
+    assert wait_until(lambda: f"{fake}/24" in ip("route", netns=n1.netns).stdout, 10)
 
     from prometheus_client.parser import text_string_to_metric_families
     samples = {}
@@ -215,7 +222,7 @@ def test_readyz_and_metrics_answer(make_lab):
     assert samples[("overlayd_reconcile_runs_total", (("result", "ok"),))] >= 2
     assert samples[("overlayd_event_to_kernel_seconds_count", ())] >= 1
     assert samples[("overlayd_lease_ttl_seconds", ())] > 3600
-    lab.etcd.etcdctl("del", "/coreos.com/network/subnets/10.244.250.0-24")
+    lab.etcd.etcdctl("del", f"/coreos.com/network/subnets/{fake}-24")
 
 
 def test_tx_checksum_off_also_on_an_adopted_device(make_lab):
@@ -263,7 +270,8 @@ def test_a_new_underlay_address_keeps_the_subnet_and_peers_follow(make_lab):
 def test_a_malformed_lease_in_etcd_leaves_every_node_running_and_ready(make_lab, value):
     lab = make_lab(2, 1, daemon_args=("--healthz-port=8471", "--healthz-ip=127.0.0.1"))
     assert lab.wait_converged(30)
-    lab.etcd.etcdctl("put", f"{PREFIX}/10.244.77.0-24", value)      # a hand-edited or buggy key
+    fake = unused_subnet(lab)
+    lab.etcd.etcdctl("put", f"{PREFIX}/{fake}-24", value)             # a hand-edited or buggy key
     lab.stop_daemon(lab.node("n2"))                                  # and a restart reads it at start-up
     lab.start_daemon(lab.node("n2"))
     time.sleep(2)
@@ -273,7 +281,7 @@ def test_a_malformed_lease_in_etcd_leaves_every_node_running_and_ready(make_lab,
                      "try: print(urllib.request.urlopen('http://127.0.0.1:8471/readyz',timeout=3).status)\n"
                      "except urllib.error.HTTPError as e: print(e.code, e.read().decode())"], netns=node.netns).stdout
         assert ready.strip() == "200", (node.name, ready)
-        assert "10.244.77.0" not in ip("route", netns=node.netns).stdout
+        assert f"{fake}/24" not in ip("route", netns=node.netns).stdout
     assert lab.ping(pod_on(lab, "n1"), pod_on(lab, "n2").ip)
 
 
@@ -284,10 +292,11 @@ def test_the_overlay_rides_out_an_etcd_restart(make_lab):
     lab.restart_etcd(down_for=2)
     assert lab.ping(a, b.ip)                                 # the datapath never depended on etcd
     # a lease written after the restart reaches both nodes: their watches came back by themselves
-    lab.etcd.etcdctl("put", f"{PREFIX}/10.244.250.0-24",
+    fake = unused_subnet(lab)
+    lab.etcd.etcdctl("put", f"{PREFIX}/{fake}-24",
                      '{"PublicIP":"198.18.0.9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}')
     for node in lab.nodes:
-        assert wait_until(lambda: "10.244.250.0/24" in ip("route", netns=node.netns).stdout, 30), node.name
+        assert wait_until(lambda: f"{fake}/24" in ip("route", netns=node.netns).stdout, 30), node.name
         assert lab.daemon_alive(node)
     metrics = run(["/usr/bin/python3", "-c", "import urllib.request;print(urllib.request.urlopen("
                    "'http://127.0.0.1:8471/metrics',timeout=3).read().decode())"], netns=lab.node("n1").netns).stdout
