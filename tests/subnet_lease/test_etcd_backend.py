@@ -24,19 +24,10 @@ def template(n: int) -> Lease:
 
 
 @pytest.fixture
-def backends(etcd_server, etcd_prefix):
+def backends(etcd_server, etcd_prefix, make):
+    """`make` (conftest.py) on a prefix whose <prefix>/config holds NETCONF."""
     etcd_server.etcdctl("put", f"{etcd_prefix}/config", NETCONF)
-    made = []
-
-    def make(**overrides) -> EtcdLeaseBackend:
-        settings = EtcdSettings(endpoints=(etcd_server.endpoint,), prefix=etcd_prefix, **overrides)
-        b = EtcdLeaseBackend(settings)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
+    return make
 
 
 def next_batch(it, timeout=15.0):

@@ -6,13 +6,13 @@ import ipaddress
 import json
 import re
 import threading
-import time
 
 import pytest
 
 from subnet_lease.config import parse_net_config
 from subnet_lease.etcd_backend import EtcdLeaseBackend, EtcdSettings
 from subnet_lease.lease import Lease
+from watching import Collector, wait_for
 
 
 def template(n: int, v6: bool = False) -> Lease:
@@ -20,56 +20,6 @@ def template(n: int, v6: bool = False) -> Lease:
                  backend_data={"VNI": 1, "VtepMAC": f"0a:58:00:00:00:{n:02x}"},
                  public_ipv6=ipaddress.ip_address(f"2001:db8::{n:x}") if v6 else None,
                  backend_v6_data={"VNI": 1, "VtepMAC": f"0a:58:00:00:01:{n:02x}"} if v6 else {})
-
-
-@pytest.fixture
-def make(etcd_server, etcd_prefix):
-    made = []
-
-    def make(**overrides) -> EtcdLeaseBackend:
-        b = EtcdLeaseBackend(EtcdSettings(endpoints=(etcd_server.endpoint,), prefix=etcd_prefix, **overrides))
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Collector:
-    """Runs backend.watch() in a thread and collects its events."""
-
-    def __init__(self, backend, revision):
-        self.events = []
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        self._gen = backend.watch(revision, self.stop)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        for batch in self._gen:
-            with self._lock:
-                self.events.extend((e.kind, e.lease) for e in batch)
-
-    def seen(self):
-        with self._lock:
-            return list(self.events)
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "watch did not return after stop was set"
 
 
 CONFIG = parse_net_config('{"Network":"10.244.0.0/19"}')      # 31 candidate /24s: races are likely

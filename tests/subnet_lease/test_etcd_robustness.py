@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import threading
 import time
 
 import pytest
 
 from subnet_lease.backend import BackendUnavailable
 from subnet_lease.config import parse_net_config
-from subnet_lease.etcd_backend import EtcdLeaseBackend, EtcdSettings
 from subnet_lease.lease import Lease
+from watching import Collector, wait_for
 
 CONFIG = parse_net_config('{"Network":"10.244.0.0/19"}')
 SMALL = parse_net_config('{"Network":"10.244.0.0/22","SubnetLen":24}')     # 10.244.1-3.0/24
@@ -26,52 +25,6 @@ def template(n: int, **kw) -> Lease:
 def peer_value(n: int) -> str:
     return json.dumps({"PublicIP": f"192.0.2.{n}", "BackendType": "vxlan",
                        "BackendData": {"VNI": 1, "VtepMAC": f"0a:58:00:00:00:{n:02x}"}})
-
-
-@pytest.fixture
-def make(etcd_server, etcd_prefix):
-    made = []
-
-    def make(**overrides) -> EtcdLeaseBackend:
-        b = EtcdLeaseBackend(EtcdSettings(endpoints=(etcd_server.endpoint,), prefix=etcd_prefix, **overrides))
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Collector:
-    def __init__(self, backend, revision):
-        self.events, self.stop, self._lock = [], threading.Event(), threading.Lock()
-        self._gen = backend.watch(revision, self.stop)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        for batch in self._gen:
-            with self._lock:
-                self.events.extend((e.kind, e.lease) for e in batch)
-
-    def seen(self):
-        with self._lock:
-            return list(self.events)
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "watch did not return after stop was set"
 
 
 def lease_ids(etcd_server) -> set[int]:

@@ -5,7 +5,6 @@ import argparse
 import ipaddress
 import json
 import threading
-import time
 
 import pytest
 
@@ -15,6 +14,8 @@ from subnet_lease.backend import LeaseBackend
 from subnet_lease.config import ConfigError, parse_net_config
 from subnet_lease.kube_backend import KubeLeaseBackend, KubeSettings
 from subnet_lease.lease import Lease
+import watching
+from watching import wait_for
 
 P = "flannel.alpha.coreos.com"
 CONFIG = parse_net_config('{"Network":"10.244.0.0/16"}')
@@ -57,31 +58,8 @@ def make(emu, tmp_path):
         b.close()
 
 
-class Collector:
-    def __init__(self, backend, revision):
-        self.events, self.stop = [], threading.Event()
-        self._gen = backend.watch(revision, self.stop)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        for batch in self._gen:
-            self.events.extend((e.kind, e.lease.node_name, e.lease) for e in batch)
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "watch did not return after stop was set"
-
-
-def wait_for(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def Collector(backend, revision):
+    return watching.Collector(backend, revision, shape=lambda e: (e.kind, e.lease.node_name, e.lease))
 
 
 def test_flags_select_the_kube_backend_with_node_name_from_the_environment(emu, tmp_path):
