@@ -178,23 +178,26 @@ class KubeLeaseBackend:
     def _api(self):
         if self._core is None:
             from kubernetes import client, config
+            from kubernetes.utils.keepalive import tcp_keepalive_socket_options
             if self._api_client is None:
                 s = self.settings
+                cfg = client.Configuration()
+                # TCP keepalive, so a watch whose connection died silently (the node's address
+                # changed, a load balancer dropped it) fails in ~25 s, not at its 330 s read timeout.
+                cfg.socket_options = tcp_keepalive_socket_options(idle=10, interval=5, count=3)
                 if s.kubeconfig:
-                    api_client = config.new_client_from_config(config_file=s.kubeconfig)
+                    config.load_kube_config(config_file=s.kubeconfig, client_configuration=cfg)
                     if s.api_url:
-                        api_client.configuration.host = s.api_url
+                        cfg.host = s.api_url
                 elif s.api_url:
-                    cfg = client.Configuration()
                     cfg.host = s.api_url
-                    api_client = client.ApiClient(cfg)
                 else:
                     try:
-                        config.load_incluster_config()
+                        config.load_incluster_config(client_configuration=cfg)
                     except config.ConfigException as err:
                         raise ConfigError(f"not running in a cluster ({err}); pass --kubeconfig-file "
                                           f"or --kube-api-url") from None
-                    api_client = client.ApiClient()
+                api_client = client.ApiClient(cfg)
                 self._api_client = api_client
             self._core = client.CoreV1Api(self._api_client)
         return self._core

@@ -254,3 +254,15 @@ def test_malformed_public_ip_overwrite_is_a_config_error_naming_it(emu, make, ke
     assert f"{P}/{key}" in msg and repr(value) in msg and f"not an IPv{version} address" in msg
     assert "kubectl annotate" in msg                      # the fix
     assert f"{P}/public-ip" not in emu.node("node-1")["metadata"]["annotations"]    # nothing half-done
+
+
+def test_api_connections_use_tcp_keepalive_so_a_dead_watch_is_noticed(make, emu):
+    import socket
+    b = make()
+    b._api()                                     # builds the client the backend really uses
+    options = b._api_client.rest_client.pool_manager.connection_pool_kw["socket_options"]
+    assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in options
+    assert (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10) in options
+    # and it still talks to the API server through those connections
+    assert b.get_network_config().network is not None
+    assert b.snapshot()[1]
