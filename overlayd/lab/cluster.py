@@ -254,11 +254,9 @@ class Lab:
 
     def restart_etcd(self, down_for: float = 0.0) -> None:
         """Stop etcd and start it again on the same address and data (an etcd hiccup)."""
-        old = self.etcd
-        old.stop()
+        self.etcd.stop()
         time.sleep(down_for)
-        self.etcd = start_etcd(self.cleanup, host=old.host, netns=old.netns, port=old.port,
-                               data_dir=old.data_dir)
+        self.etcd.start()
 
     # -- daemons --------------------------------------------------------------------------------
     def daemon_command(self, node: Node) -> list[str]:

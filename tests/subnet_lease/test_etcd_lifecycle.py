@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from overlayd.lab.etcd import start_etcd
 from subnet_lease.config import parse_net_config
 from subnet_lease.etcd_backend import EtcdLeaseBackend, EtcdSettings
 from subnet_lease.lease import Lease
@@ -184,10 +185,9 @@ def test_reservation_is_never_taken_and_own_reservation_is_kept(make, etcd_serve
     assert out["kvs"][0].get("lease", 0) == 0         # still a reservation
 
 
-def test_etcd_restart_is_survived_by_keeper_and_watch(cleanup, tmp_path):
-    from lease_certs import start_own_etcd
-    server = start_own_etcd(cleanup, str(tmp_path))
-    settings = dict(endpoints=(server.url,), prefix="/coreos.com/network", check_interval=0.5,
+def test_etcd_restart_is_survived_by_keeper_and_watch(cleanup):
+    server = start_etcd(cleanup)                          # this test's own: it stops and restarts it
+    settings = dict(endpoints=(server.endpoint,), prefix="/coreos.com/network", check_interval=0.5,
                     backoff_initial=0.1, backoff_max=1.0, rpc_timeout=3)
     me, peer = EtcdLeaseBackend(EtcdSettings(**settings)), EtcdLeaseBackend(EtcdSettings(**settings))
     cleanup.push("backends", lambda: (me.close(), peer.close()))

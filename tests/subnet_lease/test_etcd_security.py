@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from lease_certs import start_own_etcd
+from lease_certs import make_certs
 from overlayd.backend_flags import add_backend_arguments, make_backend
 from overlayd.lab.etcd import start_etcd
 from subnet_lease.backend import BackendUnavailable
@@ -28,15 +28,16 @@ def backend_from_flags(*argv):
 def test_tls_with_client_certificates(cleanup):
     tmp = tempfile.mkdtemp(prefix="overlayd-tls-")
     cleanup.push(f"tmp {tmp}", lambda: shutil.rmtree(tmp, ignore_errors=True))
-    server = start_own_etcd(cleanup, tmp, tls=True)
-    certs, url = server.certs, server.url
+    certs = make_certs(tmp)
+    server = start_etcd(cleanup, tls=certs)
+    url = server.endpoint
     server.etcdctl("put", "/coreos.com/network/config", NETCONF)
 
     b = backend_from_flags("--etcd-endpoints", url, "--etcd-cafile", certs.ca,
                            "--etcd-certfile", certs.client_cert, "--etcd-keyfile", certs.client_key)
     try:
         lease = b.acquire(b.get_network_config(), TEMPLATE)
-        out = server.etcdctl("get", f"/coreos.com/network/subnets/{lease.key}", "--print-value-only")
+        out = server.etcdctl("get", f"/coreos.com/network/subnets/{lease.key}", "--print-value-only").stdout
         assert '"PublicIP":"192.0.2.1"' in out
     finally:
         b.close()
