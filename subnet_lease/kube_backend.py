@@ -455,12 +455,7 @@ class KubeLeaseBackend:
 
     def close(self) -> None:
         self._closed.set()
-        client, self._api_client, self._core = self._api_client, None, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
+        self.reconnect()
 
 
 def _overwrite(node: str, key: str, text: str, version: int):

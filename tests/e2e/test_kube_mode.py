@@ -17,11 +17,11 @@ import sys
 
 import pytest
 
-from overlayd.lab.cluster import STATE_DIR, bin_dir, list_labs
-from overlayd.lab.netns import ip, netns_exists, run
+from overlayd.lab.cluster import STATE_DIR, bin_dir
+from overlayd.lab.netns import ip, run
 from overlayd.subnet_file import read_subnet_file
 
-from .conftest import wait_until
+from .conftest import assert_lab_gone, wait_until
 
 pytestmark = pytest.mark.e2e
 P = "flannel.alpha.coreos.com"
@@ -206,9 +206,6 @@ def test_lab_cli_kube_mode_up_status_check_down_leaves_nothing():
     finally:
         down = subprocess.run(exe + ["down", "--name", name], capture_output=True, text=True, timeout=60)
     assert down.returncode == 0, down.stderr
-    assert name not in list_labs()
-    for ns in (f"{name}-sw", f"{name}-n1", f"{name}-n2", f"{name}-n1p1"):
-        assert not netns_exists(ns)
-    pids = [n["daemon_pid"] for n in status["nodes"]] + [state["kube_api"]["pid"]]
-    assert wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in pids), 5), "processes left"
+    assert_lab_gone(name, (f"{name}-sw", f"{name}-n1", f"{name}-n2", f"{name}-n1p1"),
+                    [n["daemon_pid"] for n in status["nodes"]] + [state["kube_api"]["pid"]])
     assert not os.path.exists(state["workdir"])

@@ -1,18 +1,15 @@
 """Issue 2 end to end: 3 namespaced nodes, a real etcd, real pods through the CNI plugin."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from overlayd.lab.cluster import list_labs
-from overlayd.lab.netns import ip, netns_exists, run
+from overlayd.lab.netns import ip, run
 
-from .conftest import wait_until
+from .conftest import assert_lab_gone, wait_until
 
 pytestmark = pytest.mark.e2e
-
 
 def test_every_pod_pings_every_other_pod_across_nodes(make_lab):
     lab = make_lab(3, 2)
@@ -21,7 +18,6 @@ def test_every_pod_pings_every_other_pod_across_nodes(make_lab):
     cross = [r for r in result["pairs"] if r["cross_node"]]
     assert len(result["pairs"]) == 30 and len(cross) == 24
     assert all(r["ok"] for r in result["pairs"]), [r for r in result["pairs"] if not r["ok"]]
-
 
 def test_etcd_holds_one_flannel_lease_per_node(make_lab):
     lab = make_lab(3, 0)
@@ -43,7 +39,6 @@ def test_etcd_holds_one_flannel_lease_per_node(make_lab):
         assert env["FLANNEL_SUBNET"].endswith(".1/24") and env["FLANNEL_MTU"] == "1450"
         assert env["FLANNEL_IPMASQ"] == "false"
 
-
 def test_a_deleted_lease_takes_the_peer_off_every_other_node(make_lab):
     lab = make_lab(3, 1)
     assert lab.wait_converged(30)
@@ -64,7 +59,6 @@ def test_a_deleted_lease_takes_the_peer_off_every_other_node(make_lab):
     p1, p2 = (next(p for p in lab.pods if p.node == n) for n in ("n1", "n2"))
     assert lab.ping(p1, p2.ip)
 
-
 def test_lab_cli_up_status_check_down_leaves_nothing(tmp_path):
     exe = [sys.executable, "-m", "overlayd.cli", "lab"]
     up = subprocess.run(exe + ["up", "--nodes", "2", "--pods-per-node", "1"], capture_output=True, text=True, timeout=120)
@@ -81,8 +75,5 @@ def test_lab_cli_up_status_check_down_leaves_nothing(tmp_path):
     finally:
         down = subprocess.run(exe + ["down", "--name", name], capture_output=True, text=True, timeout=60)
     assert down.returncode == 0, down.stderr
-    assert name not in list_labs()
-    for ns in (f"{name}-sw", f"{name}-n1", f"{name}-n2", f"{name}-n1p1"):
-        assert not netns_exists(ns)
-    for pid in (n["daemon_pid"] for n in status["nodes"]):
-        assert wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 5), f"overlayd {pid} still running"
+    assert_lab_gone(name, (f"{name}-sw", f"{name}-n1", f"{name}-n2", f"{name}-n1p1"),
+                    [n["daemon_pid"] for n in status["nodes"]])
