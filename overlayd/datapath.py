@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 
 from subnet_lease.lease import Lease, LeaseEvent
 
-from .desired import desired_entries, entries_of, is_self, lease_fields, peer_entries
+from .desired import entries_of, is_self, lease_fields, peer_entries, peer_map
 from .diff import plan_changes
 from .entries import PeerEntries, Plan
 from .netlink import AF_INET, AF_INET6, ApplyResult, LinkInfo, Netlink, VxlanSpec
@@ -121,14 +121,14 @@ class FamilyPath:
                             underlay_net=self.cfg.underlay_net)
 
     def full(self, own: Lease, peers: Iterable[Lease]) -> tuple[Plan, ApplyResult]:
-        peers = list(peers)
-        desired = desired_entries(own, peers, self.cfg.family, direct_routing=self.cfg.direct_routing,
-                                  underlay_net=self.cfg.underlay_net)
+        by_key = peer_map(own, peers, self.cfg.family, direct_routing=self.cfg.direct_routing,
+                          underlay_net=self.cfg.underlay_net)
+        desired = entries_of(by_key.values())
         actual = self.nl.dump_entries(self.device.index, AF_INET6 if self.cfg.family == 6 else AF_INET,
                                       direct_within=self.cfg.network)
         plan = plan_changes(desired, actual)
         result = self.nl.apply(plan, self.device.index, self.cfg.underlay_index)
-        self.programmed = {l.key: pe for l in peers if not is_self(own, l) and (pe := self._peer(l))}
+        self.programmed = by_key
         return plan, result
 
     def incremental(self, own: Lease, events: list[LeaseEvent]) -> tuple[Plan, ApplyResult]:

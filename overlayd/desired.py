@@ -54,10 +54,10 @@ def entries_of(peers: Iterable[Optional[PeerEntries]]) -> Entries:
     return entries
 
 
-def desired_entries(own: Lease, peers: Iterable[Lease], family: int = 4, *, direct_routing: bool = False,
-                    underlay_net=None) -> Entries:
-    """Entries for every peer lease except our own; unusable leases are skipped with a warning."""
-    out = []
+def peer_map(own: Lease, peers: Iterable[Lease], family: int = 4, *, direct_routing: bool = False,
+             underlay_net=None) -> dict[str, PeerEntries]:
+    """Each peer lease's entries by lease key, except our own; unusable leases are skipped with a warning."""
+    out = {}
     for peer in peers:
         if is_self(own, peer):
             continue
@@ -67,5 +67,12 @@ def desired_entries(own: Lease, peers: Iterable[Lease], family: int = 4, *, dire
                 log.warning("lease %s cannot be programmed for IPv%d (backend %s, public ip %s, mac %s); "
                             "skipped", peer.key, family, peer.backend_type, *lease_fields(peer, family)[1:])
             continue
-        out.append(pe)
-    return entries_of(out)
+        out[peer.key] = pe
+    return out
+
+
+def desired_entries(own: Lease, peers: Iterable[Lease], family: int = 4, *, direct_routing: bool = False,
+                    underlay_net=None) -> Entries:
+    """Entries for every peer lease except our own: the desired state of the device."""
+    return entries_of(peer_map(own, peers, family, direct_routing=direct_routing,
+                               underlay_net=underlay_net).values())
