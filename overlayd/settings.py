@@ -19,5 +19,4 @@ class DaemonSettings:
     healthz_port: int = 0                 # 0: no health/metrics server
     resync: float = 60.0                  # seconds between full reconciles
     vxlan_tx_checksum_off: bool = False
-    device_name_format: str = "flannel.{vni}"
     netns: Optional[str] = None           # run the datapath in this namespace (tests); None: our own

@@ -55,7 +55,7 @@ def test_unreachable_etcd_means_not_ready_and_retrying_not_a_crash_loop(make_net
     assert "retrying" in open(tmp_path / "overlayd.log").read()
 
 
-def test_bad_flags_and_bad_config_are_clear_errors():
+def test_bad_flags_are_clear_errors_and_help_lists_flags_and_subcommands():
     exe = os.path.join(bin_dir(), "overlayd")
     bad = subprocess.run([exe, "--iptables-forward-rules=maybe"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "--iptables-forward-rules" in bad.stderr
