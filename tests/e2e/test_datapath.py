@@ -5,6 +5,7 @@ Convergence bounds here are generous for a loaded 2-core machine; `make bench` p
 measured figures against the issue's targets.
 """
 import base64
+import ipaddress
 import json
 import re
 import signal
@@ -43,8 +44,9 @@ def entries(lab, node, dev="flannel.1"):
 
 def unused_subnet(lab) -> str:
     """A /24 of the pod network that no lab node leased (nodes pick theirs at random): "10.244.N.0"."""
-    held = {v.rsplit(".", 2)[0] for v in lab.subnets().values()}     # "10.244.N"
-    return next(f"10.244.{n}.0" for n in range(250, 1, -1) if f"10.244.{n}" not in held)
+    held = {str(ipaddress.ip_interface(v).network.network_address) for v in lab.subnets().values()}
+    assert len(held) == len(lab.nodes), lab.subnets()
+    return next(f"10.244.{n}.0" for n in range(250, 1, -1) if f"10.244.{n}.0" not in held)
 
 
 def pod_on(lab, node_name):
