@@ -3,9 +3,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian's interpreter starts in ~15 ms; the CNI plugin is started once per pod.
+# gcc + libc6-dev build the plugin's native front end (cni_plugin/native/overlay.c).
 BASE_PYTHON ?= /usr/bin/python3
 DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nftables iptables \
-	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux binutils
+	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux binutils gcc libc6-dev
 PYTEST_ARGS ?=
 
 .PHONY: deps deb venv test demo bench clean kind-e2e

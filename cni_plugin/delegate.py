@@ -1,14 +1,15 @@
 """Calling the delegate plugin the way a runtime would: env + stdin in, result or error out."""
 import os
 
-from . import fastjson, spawn, versions
+from . import fastjson, host as hosts, spawn, versions
 from .errors import CniError, GENERIC, INVALID_ENVIRONMENT, DECODE_FAILURE
 
 
 class Delegate:
     """One delegate binary, found on CNI_PATH; `env` is the CNI_* environment to pass on."""
 
-    def __init__(self, plugin_type: str, search_path, env: dict, version_cache_dir: str = None):
+    def __init__(self, plugin_type: str, search_path, env: dict, version_cache_dir: str = None,
+                 host=hosts.LOCAL):
         self.type = plugin_type
         self.path = spawn.find(plugin_type, search_path)
         if self.path is None:
@@ -17,6 +18,7 @@ class Delegate:
                            "install the reference CNI plugins (bridge, host-local, portmap) into the CNI bin dir")
         self.env = env
         self.version_cache_dir = version_cache_dir
+        self.host = host
 
     def call(self, command: str, conf: dict, **overrides):
         """Run `command`; returns the parsed stdout (None if empty). CniError with the delegate's code on failure."""
@@ -28,7 +30,7 @@ class Delegate:
             else:
                 env[name] = value
         try:
-            code, out, err = spawn.run(self.path, [self.path], env, fastjson.dumps(conf).encode())
+            code, out, err = self.host.run(self.path, [self.path], env, fastjson.dumps(conf).encode())
         except OSError as exc:
             raise CniError(GENERIC, f"cannot run delegate {self.path}: {exc.strerror}") from None
         parsed = None

@@ -30,34 +30,50 @@ def _error_version(stdin: bytes) -> str:
     return version if version in versions.SUPPORTED else versions.NEWEST
 
 
-def main(argv=None) -> int:
-    stdin = b""
+def handle(environ, stdin: bytes, host=None, accept=None):
+    """One plugin call as data: -> (exit code, stdout bytes, stderr bytes).
+
+    `host` does what happens outside this process (default: from here, cni_plugin.host);
+    `accept(request)` is called before anything is done for a valid request; what it raises
+    reaches the caller (the CNI service uses it to hand requests back to the plugin).
+    """
+    from . import host as hosts
     try:
-        if os.environ.get("CNI_COMMAND") or not sys.stdin.isatty():
-            stdin = sys.stdin.buffer.read()
-        req = request.parse(os.environ, stdin)
+        req = request.parse(environ, stdin, host or hosts.LOCAL)
+    except CniError as err:
+        return 1, _dumps(err.as_dict(_error_version(stdin))), b""
+    if accept is not None:
+        accept(req)
+    try:
         result = _load(req.command).run(req)
     except CniError as err:
-        _write(err.as_dict(_error_version(stdin)))
-        return 1
+        return 1, _dumps(err.as_dict(_error_version(stdin))), b""
     except KeyboardInterrupt:
-        _write(CniError(GENERIC, "interrupted").as_dict(_error_version(stdin)))
-        return 1
+        return 1, _dumps(CniError(GENERIC, "interrupted").as_dict(_error_version(stdin))), b""
     except Exception as err:  # a bug: still answer in CNI form, with the traceback on stderr
         import traceback
-        traceback.print_exc()
-        _write(CniError(GENERIC, f"internal error in the overlay plugin: {err!r}",
-                        "please report it with the stderr output").as_dict(_error_version(stdin)))
-        return 1
-    if result is not None:
-        _write(result)
-    return 0
+        error = CniError(GENERIC, f"internal error in the overlay plugin: {err!r}",
+                         "please report it with the stderr output")
+        return 1, _dumps(error.as_dict(_error_version(stdin))), traceback.format_exc().encode()
+    return 0, (_dumps(result) if result is not None else b""), b""
 
 
-def _write(obj) -> None:
-    sys.stdout.write(fastjson.dumps(obj))
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+def main(argv=None) -> int:
+    stdin = b""
+    if os.environ.get("CNI_COMMAND") or not sys.stdin.isatty():
+        stdin = sys.stdin.buffer.read()
+    code, out, err = handle(os.environ, stdin)
+    if err:
+        sys.stderr.buffer.write(err)
+        sys.stderr.flush()
+    if out:
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+    return code
+
+
+def _dumps(obj) -> bytes:
+    return (fastjson.dumps(obj) + "\n").encode()
 
 
 if __name__ == "__main__":

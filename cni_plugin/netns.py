@@ -21,6 +21,16 @@ def _setns(fd: int) -> None:
         raise OSError(errno, os.strerror(errno))
 
 
+def cannot_open(path: str, why: str) -> CniError:
+    return CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {path} cannot be opened: {why}",
+                    "the pod sandbox's network namespace is gone or the path is wrong")
+
+
+def cannot_enter(path: str, why: str) -> CniError:
+    return CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {path} is not a network namespace: {why}",
+                    "pass the path of the sandbox's netns, e.g. /var/run/netns/<name>")
+
+
 class inside:
     """`with inside(path):` run the block in that network namespace, then come back."""
 
@@ -33,14 +43,12 @@ class inside:
             target = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as err:
             os.close(self._home)
-            raise CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {self.path} cannot be opened: {err.strerror}",
-                           "the pod sandbox's network namespace is gone or the path is wrong") from None
+            raise cannot_open(self.path, err.strerror) from None
         try:
             _setns(target)
         except OSError as err:
             os.close(self._home)
-            raise CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {self.path} is not a network namespace: {err.strerror}",
-                           "pass the path of the sandbox's netns, e.g. /var/run/netns/<name>") from None
+            raise cannot_enter(self.path, err.strerror) from None
         finally:
             os.close(target)
         return self

@@ -1,7 +1,7 @@
 """One plugin invocation as plain data: the CNI_* environment and the network config on stdin."""
 import os
 
-from . import cache, fastjson, subnet_env
+from . import cache, fastjson, host as hosts, subnet_env
 from .errors import CniError, DECODE_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
@@ -13,14 +13,17 @@ _NEEDS = {
     "GC": ("CNI_PATH",),
     "VERSION": (),
 }
+SOCKET_DEFAULT = "/run/flannel/cni.sock"  # overlayd's --cni-socket; the same default in native/overlay.c
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
 class Request:
-    """command, container_id, netns, ifname, args, cni_path (list), netconf (dict), and our fields."""
+    """command, container_id, netns, ifname, args, cni_path (list), netconf (dict), and our fields.
+
+    `host` runs delegates and looks into the pod's namespace (cni_plugin.host)."""
 
     __slots__ = ("command", "container_id", "netns", "ifname", "args", "cni_path", "netconf",
-                 "cni_version", "subnet_file", "data_dir", "environ")
+                 "cni_version", "subnet_file", "data_dir", "environ", "host")
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -37,7 +40,7 @@ def command_of(environ) -> str:
     return command
 
 
-def parse(environ, stdin: bytes) -> Request:
+def parse(environ, stdin: bytes, host=hosts.LOCAL) -> Request:
     command = command_of(environ)
     for name in _NEEDS[command]:
         if not environ.get(name):
@@ -59,7 +62,7 @@ def parse(environ, stdin: bytes) -> Request:
                        "check the CNI config file in /etc/cni/net.d") from None
     if command == "VERSION":
         version = netconf.get("cniVersion") if isinstance(netconf, dict) else None
-        return Request(command=command, netconf=netconf or {}, cni_version=version, environ=environ)
+        return Request(command=command, netconf=netconf or {}, cni_version=version, environ=environ, host=host)
     if not isinstance(netconf, dict):
         raise CniError(DECODE_FAILURE if netconf is None else INVALID_CONFIG,
                        "the network config on stdin must be a JSON object",
@@ -73,11 +76,14 @@ def parse(environ, stdin: bytes) -> Request:
         raise CniError(INVALID_CONFIG, "the network config has no `name`", 'add e.g. "name": "overlay"')
     subnet_file = _path_field(netconf, "subnetFile", subnet_env.DEFAULT_PATH)
     data_dir = _path_field(netconf, "dataDir", cache.DEFAULT_DATA_DIR)
+    socket = netconf.get("cniSocket", SOCKET_DEFAULT)
+    if socket != "":   # read by the native front end; checked here so a typo is not silently slow
+        _path_field(netconf, "cniSocket", SOCKET_DEFAULT)
     return Request(command=command, container_id=container_id, netns=environ.get("CNI_NETNS") or None,
                    ifname=ifname, args=environ.get("CNI_ARGS") or None,
                    cni_path=[p for p in environ.get("CNI_PATH", "").split(os.pathsep) if p],
                    netconf=netconf, cni_version=version, subnet_file=subnet_file, data_dir=data_dir,
-                   environ=environ)
+                   environ=environ, host=host)
 
 
 def _path_field(netconf: dict, field: str, default: str) -> str:

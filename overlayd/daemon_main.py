@@ -46,6 +46,9 @@ def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.Argum
                    help="full reconcile period (default %(default)s)")
     p.add_argument("--vxlan-tx-checksum-off", action="store_true",
                    help="turn off tx checksum offload on the vxlan device (flannel #2152)")
+    p.add_argument("--cni-socket", default=d.cni_socket, metavar="PATH",
+                   help="serve the CNI plugin's ADD/DEL on this unix socket, so no interpreter starts per "
+                        "pod; '' turns it off (the plugin then runs on its own) (default %(default)s)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return p
 
@@ -56,7 +59,7 @@ def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
         iface_can_reach=args.iface_can_reach, public_ip=args.public_ip, public_ipv6=args.public_ipv6,
         ip_masq=args.ip_masq, iptables_forward_rules=args.iptables_forward_rules,
         healthz_ip=args.healthz_ip, healthz_port=args.healthz_port, resync=args.resync,
-        vxlan_tx_checksum_off=args.vxlan_tx_checksum_off)
+        vxlan_tx_checksum_off=args.vxlan_tx_checksum_off, cni_socket=args.cni_socket)
 
 
 def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
@@ -90,10 +93,16 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
                     return Status(False, f"{status.reason}; {waiting}")
             return status
 
-        server = None
+        server = cni = None
         if settings.healthz_port:
             server = HealthServer(settings.healthz_ip, settings.healthz_port, liveness=liveness,
                                   readiness=ready, registry=metrics.registry).start()
+        if settings.cni_socket:
+            from .cni_service import CniService
+            try:
+                cni = CniService(settings.cni_socket, settings.subnet_file, metrics=metrics).start()
+            except OSError as err:   # the plugin still works without it, only slower
+                log.warning("CNI service off: cannot listen on --cni-socket %s: %s", settings.cni_socket, err)
     except (OverlayError, HealthError, ValueError) as err:
         log.error("%s", err)
         return 2
@@ -118,6 +127,8 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         return 1
     finally:
         daemon.shutdown()
+        if cni is not None:
+            cni.close()
         if server is not None:
             server.close()
     return 0

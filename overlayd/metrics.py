@@ -18,6 +18,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 
 # A reconcile of one peer takes ~1 ms, of 5,000 peers up to ~1 s; slow ones up to a minute.
 RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+# A pod's ADD (bridge + host-local) takes ~20-60 ms; a DEL up to ~100 ms with veth teardown.
+CNI_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -51,6 +54,13 @@ class Metrics:
         self.event_to_kernel = Histogram("overlayd_event_to_kernel_seconds",
                                          "From a lease event reaching the daemon to its entries being "
                                          "in the kernel.", buckets=LATENCY_BUCKETS, registry=r)
+        self.cni_requests = Counter("overlayd_cni_requests",
+                                    "CNI ADD/DEL served by the CNI service, by command and result "
+                                    "(ok, error, fallback to the Python plugin, lost front end).",
+                                    ["command", "result"], registry=r)
+        self.cni_duration = Histogram("overlayd_cni_request_seconds",
+                                      "Time the CNI service spent on one ADD/DEL, delegate included.",
+                                      ["command"], buckets=CNI_BUCKETS, registry=r)
         # Known label values appear at 0 from the first scrape, so rate() works from the start.
         for kind in ENTRY_KINDS:
             self.entries_added.labels(kind=kind)

@@ -19,4 +19,5 @@ class DaemonSettings:
     healthz_port: int = 0                 # 0: no health/metrics server
     resync: float = 60.0                  # seconds between full reconciles
     vxlan_tx_checksum_off: bool = False
+    cni_socket: str = "/run/flannel/cni.sock"  # the CNI service (overlayd.cni_service); "" turns it off
     netns: Optional[str] = None           # run the datapath in this namespace (tests); None: our own

@@ -8,7 +8,8 @@ def store(req) -> cache.Store:
 
 
 def delegate_for(req, conf: dict) -> Delegate:
-    return Delegate(conf.get("type", "bridge"), req.cni_path, dict(req.environ), version_cache_dir=req.data_dir)
+    return Delegate(conf.get("type", "bridge"), req.cni_path, dict(req.environ), version_cache_dir=req.data_dir,
+                    host=req.host)
 
 
 def negotiate(req, delegate: Delegate) -> str:

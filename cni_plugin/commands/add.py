@@ -1,5 +1,5 @@
 """ADD: subnet file -> delegate config -> saved for DEL -> delegate ADD (undone if it fails)."""
-from .. import delegate_conf, netns, subnet_env, versions
+from .. import delegate_conf, subnet_env, versions
 from ..errors import CniError, INVALID_ENVIRONMENT
 from . import _shared
 
@@ -11,7 +11,7 @@ def run(req):
     store = _shared.store(req)
     delegate = _shared.delegate_for(req, conf)
     with store.lock():
-        if netns.interface_exists(req.netns, req.ifname):
+        if req.host.interface_exists(req.netns, req.ifname):
             raise CniError(INVALID_ENVIRONMENT, f"interface {req.ifname} already exists in {req.netns}",
                            "the runtime must DEL this attachment before adding it again, or use another CNI_IFNAME")
         delegate_version = _shared.negotiate(req, delegate)

@@ -24,8 +24,10 @@ def overlay_exe(tmp_path_factory):
 class Node:
     """One Kubernetes node: its namespace (kubelet's view), files, and a runtime driving the conflist."""
 
-    def __init__(self, netns: str, root, overlay: str, make_netns, version: str, subnet: str):
+    def __init__(self, netns: str, root, overlay: str, make_netns, version: str, subnet: str,
+                 cni_socket: str = ""):
         self.netns, self.root, self.make_netns = netns, root, make_netns
+        self.cni_socket = cni_socket      # "": no overlayd CNI service, the Python plugin runs
         self.subnet_file = str(root / "subnet.env")
         self.data_dir = str(root / "cni-cache")
         self.ipam_dir = str(root / "ipam")
@@ -46,6 +48,7 @@ class Node:
     def plugins(self) -> list:
         return [
                 {"type": "overlay", "subnetFile": self.subnet_file, "dataDir": self.data_dir,
+                 "cniSocket": self.cni_socket,
                  "ipam": {"dataDir": self.ipam_dir},
                  "delegate": {"hairpinMode": True, "isDefaultGateway": True}}]
 
@@ -94,11 +97,11 @@ class Node:
 def make_node(make_netns, tmp_path, overlay_exe):
     count = [0]
 
-    def make(version: str = "1.0.0", subnet: str = "10.244.7.1/24") -> Node:
+    def make(version: str = "1.0.0", subnet: str = "10.244.7.1/24", cni_socket: str = "") -> Node:
         count[0] += 1
         root = tmp_path / f"node{count[0]}"
         root.mkdir()
-        return Node(make_netns(f"node{count[0]}"), root, overlay_exe, make_netns, version, subnet)
+        return Node(make_netns(f"node{count[0]}"), root, overlay_exe, make_netns, version, subnet, cni_socket)
 
     return make
 

@@ -1,0 +1,200 @@
+"""overlayd's CNI service: the plugin's ADD and DEL, answered by the resident daemon.
+
+kubelet starts the native front end (cni_plugin/native/overlay.c) for every pod operation; it
+sends the request here over a unix socket, so no Python interpreter starts per pod. The logic
+is the plugin's own (cni_plugin.main.handle); what must happen in the runtime's context, running
+the delegate and looking into the pod's network namespace, goes back to the front end as a
+request (RemoteHost). Anything else the front end asks is answered "run the Python plugin".
+
+The socket is a file (mode 0600 in a directory only root can write), so only root on the node
+can reach it; requests for another subnet file than this daemon's are sent back to the plugin.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from typing import Optional
+
+from cni_plugin import main as plugin, netns, wire
+from cni_plugin.errors import CniError, TRY_AGAIN_LATER
+
+log = logging.getLogger("overlayd.cni")
+
+SERVED = ("ADD", "DEL")
+
+
+class Refused(Exception):
+    """This request is the Python plugin's to run (not ours to serve)."""
+
+
+class FrontEndGone(CniError):
+    """The front end went away mid-request: the runtime will retry."""
+
+    def __init__(self, why: str):
+        super().__init__(TRY_AGAIN_LATER, "the overlay front end went away during the request", why)
+
+
+class RemoteHost:
+    """cni_plugin.host's interface, carried out by the front end at the other end of `conn`."""
+
+    def __init__(self, conn: socket.socket):
+        self.conn = conn
+
+    def _ask(self, kind: bytes, *blobs: bytes) -> list:
+        try:
+            wire.send(self.conn, kind, *blobs)
+            reply, answer = wire.recv(self.conn)
+        except wire.WireError as err:
+            raise FrontEndGone(str(err)) from None
+        if reply != wire.REPLY or not answer:
+            raise FrontEndGone(f"unexpected reply {reply!r}")
+        return answer
+
+    def run(self, path: str, argv, env: dict, stdin: bytes):
+        answer = self._ask(wire.EXEC, path.encode(), stdin, *(f"{k}={v}".encode() for k, v in env.items()))
+        status = answer[0].decode()
+        if status.startswith("E"):
+            errno = int(status[1:])
+            raise OSError(errno, os.strerror(errno))
+        if len(answer) != 3:
+            raise FrontEndGone("a plugin run's reply lacks its output")
+        return int(status), answer[1], answer[2]
+
+    def interface_exists(self, netns_path: str, ifname: str) -> bool:
+        status = self._ask(wire.IFEXISTS, netns_path.encode(), ifname.encode())[0].decode()
+        if status in ("yes", "no"):
+            return status == "yes"
+        errno = int(status[1:])
+        if status.startswith("E"):
+            raise netns.cannot_open(netns_path, os.strerror(errno))
+        raise netns.cannot_enter(netns_path, os.strerror(errno))
+
+
+class CniService:
+    """Listens on `socket_path`; one thread per connection. `metrics`: overlayd.metrics.Metrics."""
+
+    def __init__(self, socket_path: str, subnet_file: str, metrics=None):
+        self.socket_path = socket_path
+        self.subnet_file = subnet_file
+        self.metrics = metrics
+        self._listener: Optional[socket.socket] = None
+        self._identity = None
+        self._closed = threading.Event()
+
+    def start(self) -> "CniService":
+        directory = os.path.dirname(self.socket_path) or "."
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            _remove_stale(self.socket_path)
+            old_umask = os.umask(0o177)          # the socket is born 0600: root only
+            try:
+                sock.bind(self.socket_path)
+            finally:
+                os.umask(old_umask)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        st = os.stat(self.socket_path)
+        self._identity = (st.st_dev, st.st_ino)
+        self._listener = sock
+        threading.Thread(target=self._accept_loop, name="cni-service", daemon=True).start()
+        log.info("CNI service listening on %s", self.socket_path)
+        return self
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        try:  # only our own socket file: a newer daemon may have bound the path meanwhile
+            st = os.stat(self.socket_path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.socket_path)
+        except OSError:
+            pass
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        while not self._closed.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                if self._closed.is_set():
+                    return
+                time.sleep(0.05)  # EMFILE and friends: do not spin
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="cni-request", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        started = time.perf_counter()
+        command, counted = "?", False
+        with conn:
+            try:
+                kind, blobs = wire.recv(conn)
+                if kind != wire.REQUEST or not blobs:
+                    raise wire.WireError(f"expected a request, got {kind!r}")
+                stdin, environ = blobs[0], _environ(blobs[1:])
+                command = environ.get("CNI_COMMAND", "?")
+                if command not in SERVED:
+                    raise Refused(command)
+                code, out, err = plugin.handle(environ, stdin, RemoteHost(conn), accept=self._accept)
+                # Counted before the answer goes out: once the front end has it, the pod moves on.
+                self._count(command, "ok" if code == 0 else "error", started)
+                counted = True
+                wire.send(conn, wire.DONE, str(code).encode(), out, err)
+            except Refused:
+                self._count(command, "fallback", started)
+                _send_quietly(conn, wire.FALLBACK)
+            except wire.WireError as err:
+                if not counted:
+                    self._count(command, "lost", started)
+                log.warning("CNI %s: the front end went away: %s", command, err)
+            except Exception:  # a bug here must not take the daemon down; the front end retries
+                self._count(command, "error", started)
+                log.exception("CNI %s failed inside overlayd", command)
+
+    def _count(self, command: str, result: str, started: float) -> None:
+        if self.metrics is not None and command in SERVED:
+            self.metrics.cni_requests.labels(command=command, result=result).inc()
+            self.metrics.cni_duration.labels(command=command).observe(time.perf_counter() - started)
+
+    def _accept(self, req) -> None:
+        if req.subnet_file != self.subnet_file:
+            raise Refused(f"subnetFile {req.subnet_file} is not this daemon's {self.subnet_file}")
+
+
+def _environ(blobs) -> dict:
+    env = {}
+    for blob in blobs:
+        name, sep, value = blob.decode("utf-8", "surrogateescape").partition("=")
+        if sep:
+            env[name] = value
+    return env
+
+
+def _send_quietly(conn, kind: bytes) -> None:
+    try:
+        wire.send(conn, kind)
+    except wire.WireError:
+        pass
+
+
+def _remove_stale(path: str) -> None:
+    """A socket left by a daemon that was killed; never anything that is not a socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(f"{path} exists and is not a socket; remove it or choose another --cni-socket")
+    os.unlink(path)

@@ -1,0 +1,267 @@
+"""The native front end with overlayd's CNI service: same results, no interpreter per pod.
+
+The front end (cni_plugin/native/overlay.c) is what kubelet runs; the service is the daemon's
+(overlayd/cni_service.py), here started on its own. The real bridge and host-local run as the
+delegate, started by the front end. The service's metrics tell whether it, or the Python plugin
+(the fallback), answered.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cni_plugin import wire
+from cni_plugin.invoke import run_plugin
+from overlayd.cni_service import CniService
+from overlayd.metrics import Metrics
+
+from cni_chain import ChainError
+
+NOTHING = {"veths": [], "ips": [], "cache": []}
+
+
+class Served:
+    def __init__(self, node, service, metrics):
+        self.node, self.service, self.metrics = node, service, metrics
+
+    def count(self, command: str, result: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "overlayd_cni_requests_total", {"command": command, "result": result})
+        return value or 0.0
+
+
+@pytest.fixture
+def served(make_node, tmp_path):
+    """A node whose conflist points at a running CNI service."""
+    sock = str(tmp_path / "run" / "cni.sock")
+    node = make_node(cni_socket=sock)
+    metrics = Metrics()
+    service = CniService(sock, node.subnet_file, metrics=metrics).start()
+    yield Served(node, service, metrics)
+    service.close()
+
+
+def test_add_check_del_through_the_service_wire_a_pod_and_leave_nothing(served):
+    node = served.node
+    pod = node.pod("p1")
+    result = node.runtime.add("c1", node.netns_path(pod))
+    addr = result["ips"][0]["address"]
+    assert addr.startswith("10.244.7.")
+    assert node.pod_addrs(pod) == [addr]
+    assert node.ping(pod, "10.244.7.1")                      # the bridge (gateway) answers
+    assert served.count("ADD", "ok") == 1                     # the service answered, not the fallback
+    node.runtime.check("c1", node.netns_path(pod))            # CHECK is the Python plugin's
+    node.runtime.delete("c1", node.netns_path(pod))
+    assert served.count("DEL", "ok") == 1
+    assert node.leftovers() == NOTHING
+    node.runtime.delete("c1", node.netns_path(pod))           # DEL again: still fine
+    assert served.count("DEL", "ok") == 2
+
+
+def test_the_service_refuses_an_interface_that_exists_and_leaves_it_alone(served):
+    node = served.node
+    pod = node.pod("p1")
+    first = node.runtime.add("c1", node.netns_path(pod))
+    with pytest.raises(ChainError) as failed:
+        node.runtime.add("c2", node.netns_path(pod))          # same netns, same eth0
+    assert failed.value.out["code"] == 4 and "already exists" in failed.value.out["msg"]
+    assert node.pod_addrs(pod) == [first["ips"][0]["address"]]  # the rollback did not delete it
+    assert node.cache_entries() == ["c1-eth0.json"]
+    assert served.count("ADD", "error") == 1
+
+
+def test_a_netns_that_cannot_be_opened_is_a_clear_error_through_the_service(served):
+    node = served.node
+    rc, out, _ = run_plugin(node.runtime.overlay, "ADD", node.runtime._conf(node.plugins()[0], None, None),
+                            "c9", "/run/netns/does-not-exist", "eth0", cni_path=node.runtime.cni_path,
+                            run_in_netns=node.netns)
+    assert rc == 1 and out["code"] == 4 and "cannot be opened" in out["msg"], out
+    assert node.leftovers() == NOTHING
+
+
+def test_50_concurrent_adds_through_the_service_get_50_addresses_and_dels_leave_nothing(served):
+    node = served.node
+    pods = [node.pod(f"c{i}") for i in range(50)]
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(lambda i: node.runtime.add(f"ctr{i}", node.netns_path(pods[i])), range(50)))
+    assert len({r["ips"][0]["address"] for r in results}) == 50
+    assert served.count("ADD", "ok") == 50
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        list(pool.map(lambda i: node.runtime.delete(f"ctr{i}", node.netns_path(pods[i])), range(50)))
+    assert served.count("DEL", "ok") == 50
+    assert node.leftovers() == NOTHING
+
+
+def test_without_the_service_the_python_plugin_answers(make_node, tmp_path):
+    node = make_node(cni_socket=str(tmp_path / "nobody-listens.sock"))
+    pod = node.pod("p1")
+    node.runtime.add("c1", node.netns_path(pod))
+    assert len(node.pod_addrs(pod)) == 1
+    node.runtime.delete("c1", node.netns_path(pod))
+    assert node.leftovers() == NOTHING
+
+
+def test_a_stale_socket_of_a_killed_daemon_falls_back_and_a_new_service_replaces_it(make_node, tmp_path):
+    sock = str(tmp_path / "cni.sock")
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(sock)
+    dead.close()                                   # the file stays, nobody listens: ECONNREFUSED
+    node = make_node(cni_socket=sock)
+    pod = node.pod("p1")
+    node.runtime.add("c1", node.netns_path(pod))   # answered by the Python plugin
+    metrics = Metrics()
+    service = CniService(sock, node.subnet_file, metrics=metrics).start()
+    try:
+        node.runtime.delete("c1", node.netns_path(pod))
+        assert metrics.registry.get_sample_value("overlayd_cni_requests_total",
+                                                 {"command": "DEL", "result": "ok"}) == 1
+    finally:
+        service.close()
+    assert not os.path.exists(sock)
+    assert node.leftovers() == NOTHING
+
+
+def test_a_request_for_another_subnet_file_is_handed_back_to_the_plugin(served, tmp_path):
+    node = served.node
+    other = tmp_path / "other-subnet.env"
+    other.write_text(open(node.subnet_file).read())
+    node.subnet_file = str(other)
+    node.runtime.conflist = node.conflist("1.0.0")
+    pod = node.pod("p1")
+    node.runtime.add("c1", node.netns_path(pod))
+    assert served.count("ADD", "fallback") == 1 and served.count("ADD", "ok") == 0
+    node.runtime.delete("c1", node.netns_path(pod))
+    assert node.leftovers() == NOTHING
+
+
+def test_the_service_socket_is_root_only(served):
+    assert os.stat(served.service.socket_path).st_mode & 0o777 == 0o600
+
+
+def test_the_service_refuses_to_replace_a_file_that_is_not_a_socket(tmp_path):
+    path = tmp_path / "cni.sock"
+    path.write_text("precious")
+    with pytest.raises(OSError, match="not a socket"):
+        CniService(str(path), "/run/flannel/subnet.env").start()
+    assert path.read_text() == "precious"
+
+
+# --- the front end against scripted services: what it does when the service misbehaves ---------
+
+class Scripted:
+    """A one-connection fake service: records the request, then runs `script(conn)`."""
+
+    def __init__(self, path: str, script):
+        self.path, self.script, self.request = path, script, None
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(path)
+        self.listener.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return                                  # closed without a connection
+        with conn:
+            self.request = wire.recv(conn)
+            self.script(conn)
+
+    def close(self):
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)   # wakes a pending accept()
+        except OSError:
+            pass
+        self.thread.join(5)
+        self.listener.close()
+
+
+def _run(node, command="ADD", cid="c1", pod=None, conf=None):
+    conf = conf or node.runtime._conf(node.plugins()[0], None, None)
+    return run_plugin(node.runtime.overlay, command, conf, cid, node.netns_path(pod) if pod else None, "eth0",
+                      cni_path=node.runtime.cni_path, run_in_netns=node.netns)
+
+
+def test_a_service_that_closes_before_answering_leaves_the_request_to_the_plugin(make_node, tmp_path):
+    sock = str(tmp_path / "s.sock")
+    node = make_node(cni_socket=sock)
+    fake = Scripted(sock, lambda conn: None)
+    pod = node.pod("p1")
+    rc, out, err = _run(node, pod=pod)
+    fake.close()
+    assert rc == 0, (out, err)
+    kind, blobs = fake.request
+    env = dict(b.decode().split("=", 1) for b in blobs[1:])
+    assert kind == wire.REQUEST and env["CNI_COMMAND"] == "ADD" and env["CNI_CONTAINERID"] == "c1"
+    assert json.loads(blobs[0])["cniSocket"] == sock
+    assert node.pod_addrs(pod) == [out["ips"][0]["address"]]
+
+
+def test_a_service_that_dies_mid_request_is_try_again_later_not_a_second_attempt(make_node, tmp_path):
+    sock = str(tmp_path / "s.sock")
+    node = make_node(cni_socket=sock)
+
+    def ask_then_die(conn):
+        wire.send(conn, wire.IFEXISTS, b"/proc/self/ns/net", b"lo")
+        assert wire.recv(conn) == (wire.REPLY, [b"yes"])    # the front end answered from its netns
+
+    fake = Scripted(sock, ask_then_die)
+    rc, out, _ = _run(node, pod=node.pod("p1"))
+    fake.close()
+    assert rc == 1 and out["code"] == 11 and "went away" in out["msg"], out
+    assert node.leftovers() == NOTHING                          # no fallback ran behind its back
+
+
+def test_the_front_end_runs_what_the_service_asks_and_prints_its_answer(make_node, tmp_path):
+    sock = str(tmp_path / "s.sock")
+    node = make_node(cni_socket=sock)
+    seen = {}
+
+    def script(conn):
+        env = [b"CNI_COMMAND=VERSION", b"PATH=/usr/bin:/bin"]
+        wire.send(conn, wire.EXEC, b"/usr/lib/cni/host-local", b'{"cniVersion":"1.0.0"}', *env)
+        seen["version"] = wire.recv(conn)
+        wire.send(conn, wire.EXEC, b"/nonexistent/plugin", b"", *env)
+        seen["missing"] = wire.recv(conn)
+        wire.send(conn, wire.DONE, b"3", b'{"cniVersion":"1.0.0","code":3,"msg":"scripted"}\n', b"to stderr\n")
+
+    fake = Scripted(sock, script)
+    rc, out, err = _run(node, command="DEL")
+    fake.close()
+    assert (rc, out["msg"], err) == (3, "scripted", "to stderr\n")
+    kind, (status, stdout, _) = seen["version"]
+    assert kind == wire.REPLY and status == b"0" and b"supportedVersions" in stdout
+    assert seen["missing"] == (wire.REPLY, [b"E2"])             # ENOENT, reported, not fatal
+
+
+@pytest.mark.parametrize("conf_text, expected", [
+    # nested objects and strings that mention the key do not fool the scanner
+    ('{"delegate": {"cniSocket": "/wrong"}, "note": "\\"cniSocket\\": \\"/wrong\\"", "cniSocket": "%s"}', True),
+    ('{"cniSocket": "%s", "ipam": {"ranges": [[{"subnet": "10.0.0.0/8"}]]}}', True),
+    ('{"list": [1, 2, {"a": [3]}], "n": -1.5e3, "t": true, "z": null, "cniSocket": "%s"}', True),
+    ('{"cniSocket": ""}', False),                                # "" turns the service off
+])
+def test_the_front_end_finds_the_top_level_cni_socket(make_node, tmp_path, conf_text, expected):
+    sock = str(tmp_path / "s.sock")
+    node = make_node()
+    fake = Scripted(sock, lambda conn: wire.send(conn, wire.DONE, b"0", b"", b""))
+    text = conf_text.replace("%s", sock)[:-1] + (
+        f', "cniVersion": "1.0.0", "name": "{node.name}", "type": "overlay", '
+        f'"subnetFile": "{node.subnet_file}", "dataDir": "{node.data_dir}"}}')
+    json.loads(text)
+    env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0",
+           "CNI_PATH": os.pathsep.join(node.runtime.cni_path), "PATH": os.environ.get("PATH", "")}
+    proc = subprocess.run([node.runtime.overlay], input=text, capture_output=True, text=True, env=env, timeout=30)
+    fake.close()
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    if expected:
+        assert fake.request is not None and fake.request[1][0].decode() == text
+    else:
+        assert fake.request is None
