@@ -1,17 +1,26 @@
 """What the DaemonSet's init container does: install the bundle and the conflist, only if changed.
 
-Both steps are safe against a kubelet running the plugin at the same moment: the bundle's
-directory is swapped in with renameat2(RENAME_EXCHANGE) where the kernel has it (two renames
-otherwise), the executable and the conflist are replaced by rename.
+The bundle (cni_plugin.bundle) is BIN/overlay, the native front end, and BIN/overlay.d/, the
+Python plugin the front end runs as overlay.d/overlay. Both steps are safe against a kubelet
+running the plugin at the same moment: overlay.d is swapped in whole with
+renameat2(RENAME_EXCHANGE) where the kernel has it (two renames otherwise), then the front end
+and the conflist are replaced by rename. The front end only ever execs overlay.d/overlay with
+the request it was given, so an old front end with a new overlay.d (or the other way round)
+for the moment between the two renames still answers correctly.
+
+"Unchanged" means: the installed overlay.d carries the same .bundle-id (a hash over the front
+end and overlay.d) and the installed front end is byte for byte the bundle's, so an install
+that stopped between the two renames is completed by the next run.
 """
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
 from dataclasses import dataclass
 
-from .bundle import CONTENTS, bundle_id
+from .bundle import CONTENTS, EXECUTABLE, bundle_id
 
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
@@ -41,14 +50,21 @@ class InstallReport:
 
 def install(s: InstallSettings) -> InstallReport:
     conf_bytes = _validated_conflist(s.cni_conf)  # check everything before touching the node
-    if not os.path.isfile(os.path.join(s.bundle_dir, "overlay")) or \
-            not os.path.isdir(os.path.join(s.bundle_dir, CONTENTS)):
-        raise InstallError(f"--bundle {s.bundle_dir} holds no overlay + {CONTENTS}/; "
-                           "build one with `python -m cni_plugin.bundle build --out DIR`")
+    missing = [rel for rel in (EXECUTABLE, os.path.join(CONTENTS, EXECUTABLE))
+               if not os.access(os.path.join(s.bundle_dir, rel), os.X_OK)]
+    if missing:
+        raise InstallError(f"--bundle {s.bundle_dir} holds no executable {' or '.join(missing)} (a bundle is "
+                           f"{EXECUTABLE} + {CONTENTS}/{EXECUTABLE}); build one with "
+                           "`python -m cni_plugin.bundle build --out DIR`")
+    try:
+        bundle_id(s.bundle_dir)
+    except OSError as err:
+        raise InstallError(f"--bundle {s.bundle_dir} has no {CONTENTS}/.bundle-id ({err.strerror}); "
+                           "build it with `python -m cni_plugin.bundle build --out DIR`") from None
     bundle_changed = _install_bundle(s.bundle_dir, s.bin_dir)
     conflist = os.path.join(s.conf_dir, s.conf_name)
     conf_changed = _write_if_changed(conflist, conf_bytes, 0o644)
-    return InstallReport(bundle_changed, conf_changed, os.path.join(s.bin_dir, "overlay"), conflist)
+    return InstallReport(bundle_changed, conf_changed, os.path.join(s.bin_dir, EXECUTABLE), conflist)
 
 
 def _validated_conflist(path: str) -> bytes:
@@ -72,14 +88,20 @@ def _validated_conflist(path: str) -> bytes:
     return data
 
 
+def _unchanged(src: str, bin_dir: str) -> bool:
+    try:
+        return (bundle_id(bin_dir) == bundle_id(src)
+                and os.access(os.path.join(bin_dir, CONTENTS, EXECUTABLE), os.X_OK)
+                and filecmp.cmp(os.path.join(src, EXECUTABLE), os.path.join(bin_dir, EXECUTABLE), shallow=False))
+    except OSError:
+        return False
+
+
 def _install_bundle(src: str, bin_dir: str) -> bool:
     os.makedirs(bin_dir, exist_ok=True)
     dst_contents = os.path.join(bin_dir, CONTENTS)
-    try:
-        if bundle_id(bin_dir) == bundle_id(src) and os.path.isfile(os.path.join(bin_dir, "overlay")):
-            return False
-    except OSError:
-        pass
+    if _unchanged(src, bin_dir):
+        return False
     staging = os.path.join(bin_dir, f".{CONTENTS}.new-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(os.path.join(src, CONTENTS), staging, symlinks=True)
@@ -88,10 +110,12 @@ def _install_bundle(src: str, bin_dir: str) -> bool:
         shutil.rmtree(staging, ignore_errors=True)
     else:
         os.rename(staging, dst_contents)
-    tmp = os.path.join(bin_dir, f".overlay.new-{os.getpid()}")
-    shutil.copy2(os.path.join(src, "overlay"), tmp)
+    tmp = os.path.join(bin_dir, f".{EXECUTABLE}.new-{os.getpid()}")
+    shutil.copy2(os.path.join(src, EXECUTABLE), tmp)
     os.chmod(tmp, 0o755)
-    os.rename(tmp, os.path.join(bin_dir, "overlay"))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.rename(tmp, os.path.join(bin_dir, EXECUTABLE))
     return True
 
 
