@@ -198,3 +198,28 @@ def _remove_stale(path: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise OSError(f"{path} exists and is not a socket; remove it or choose another --cni-socket")
     os.unlink(path)
+
+
+def main(argv=None) -> int:
+    """`python -m overlayd.cni_service --socket S --subnet-file F`: the service without the daemon
+    (benchmarks, debugging); SIGTERM or SIGINT stops it."""
+    import argparse
+    import signal
+    parser = argparse.ArgumentParser(prog="python -m overlayd.cni_service", description=main.__doc__.split("\n")[0])
+    parser.add_argument("--socket", required=True, help="unix socket to listen on")
+    parser.add_argument("--subnet-file", required=True, help="the subnet file whose requests are served")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    service = CniService(args.socket, args.subnet_file).start()
+    try:
+        stop.wait()
+    finally:
+        service.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
