@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Optional
 
-from cni_plugin import main as plugin, netns, wire
+from cni_plugin import main as plugin, netns, spawn, wire
 from cni_plugin.errors import CniError, TRY_AGAIN_LATER
 
 log = logging.getLogger("overlayd.cni")
@@ -171,6 +171,12 @@ class CniService:
     def _accept(self, req) -> None:
         if req.subnet_file != self.subnet_file:
             raise Refused(f"subnetFile {req.subnet_file} is not this daemon's {self.subnet_file}")
+        delegate = req.netconf.get("delegate")
+        kind = delegate.get("type", "bridge") if isinstance(delegate, dict) else "bridge"
+        if spawn.find(kind, req.cni_path) is None:
+            # Not in this daemon's view of CNI_PATH (a directory it does not mount): the plugin,
+            # running in the runtime's view, finds it or reports it properly.
+            raise Refused(f"delegate {kind!r} not on CNI_PATH as overlayd sees it")
 
 
 def _environ(blobs) -> dict:

@@ -90,6 +90,17 @@ static int write_all(int fd, const void *p, size_t n) {
     return 0;
 }
 
+/* To the service: MSG_NOSIGNAL, so a daemon that went away is an error we report, not SIGPIPE. */
+static int send_all(int fd, const void *p, size_t n) {
+    const unsigned char *c = p;
+    while (n) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w < 0) { if (errno == EINTR) continue; return -1; }
+        c += w; n -= (size_t)w;
+    }
+    return 0;
+}
+
 static int read_exact(int fd, void *p, size_t n) {   /* 1 ok, 0 clean EOF before any byte, -1 error */
     unsigned char *c = p;
     size_t got = 0;
@@ -238,7 +249,7 @@ static int send_msg(int fd, unsigned char type, size_t n, const void *const *blo
     put_u32(&b, (uint32_t)total);
     put(&b, &type, 1);
     for (size_t k = 0; k < n; k++) { put_u32(&b, (uint32_t)len[k]); put(&b, blob[k], len[k]); }
-    int rc = write_all(fd, b.data, b.len);
+    int rc = send_all(fd, b.data, b.len);
     free(b.data);
     return rc;
 }

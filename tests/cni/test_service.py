@@ -265,3 +265,23 @@ def test_the_front_end_finds_the_top_level_cni_socket(make_node, tmp_path, conf_
         assert fake.request is not None and fake.request[1][0].decode() == text
     else:
         assert fake.request is None
+
+
+def test_a_service_that_hangs_up_while_the_front_end_answers_is_try_again_later(make_node, tmp_path):
+    sock = str(tmp_path / "s.sock")
+    node = make_node(cni_socket=sock)
+    # asks, then closes at once: the front end's answer meets a closed socket (EPIPE, not SIGPIPE)
+    fake = Scripted(sock, lambda conn: wire.send(conn, wire.IFEXISTS, b"/proc/self/ns/net", b"lo"))
+    rc, out, err = _run(node, pod=node.pod("p1"))
+    fake.close()
+    assert rc == 1 and out["code"] == 11, (rc, out, err)
+
+
+def test_a_delegate_the_daemon_cannot_see_is_left_to_the_plugin(served):
+    node = served.node
+    conf = node.runtime._conf(node.plugins()[0], None, None)
+    conf["delegate"] = {"type": "no-such-delegate"}
+    rc, out, _ = _run(node, pod=node.pod("p1"), conf=conf)
+    assert rc == 1 and out["code"] == 4 and "not found in CNI_PATH" in out["msg"], out
+    assert served.count("ADD", "fallback") == 1
+    assert node.leftovers() == NOTHING
