@@ -4,14 +4,17 @@
 #
 #   docker build -t overlayd:0.1.0 .
 #
-# Debian 12 on both stages: the venv points at /usr/bin/python3 and the CNI bundle copies
-# this interpreter, so build and runtime must be the same distribution release.
+# Debian 12 on both stages: the venv points at /usr/bin/python3 and the CNI bundle's Python
+# plugin (PyInstaller) carries this interpreter's libpython, so build and runtime must be the
+# same distribution release. gcc and libc6-dev are for the build stage only: they compile the
+# plugin's native front end (cni_plugin/native/overlay.c, linked statically), which then needs
+# nothing from the node or the runtime image.
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 FROM ${DEBIAN_IMAGE} AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates python3 python3-venv binutils containernetworking-plugins \
+        ca-certificates python3 python3-venv binutils gcc libc6-dev containernetworking-plugins \
     && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN PIP_NO_CACHE_DIR=1 bash /src/image/assemble.sh /

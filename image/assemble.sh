@@ -8,15 +8,17 @@
 #   venv/          this repository pip-installed (not editable) with its dependencies
 #   bin/overlayd   -> ../venv/bin/overlayd (the daemon, and `overlayd install-cni`)
 #   bin/install-reference-plugins
-#   cni/           the self-contained CNI bundle: `overlay` plus the one directory beside it
-#                  (`python -m cni_plugin.bundle build`, a PyInstaller one-dir build made in a
-#                  throwaway venv, so PyInstaller never lands in the image)
+#   cni/overlay    the self-contained CNI bundle (`python -m cni_plugin.bundle build`): the native
+#   cni/overlay.d/ front end (static ELF, compiled here from cni_plugin/native/overlay.c) and,
+#                  as overlay.d/overlay, the Python plugin it falls back to: a PyInstaller one-dir
+#                  build made in a throwaway venv, so PyInstaller never lands in the image
 #   cni-plugins/   bridge, host-local, portmap, loopback (the reference plugins we delegate to)
 #
 # Settings (environment): OVERLAYD_SRC (the source tree; default: this script's repository),
 # PYTHON (the interpreter the venv is made from; default /usr/bin/python3), CNI_PLUGIN_DIR
 # (where the reference plugins are; default /usr/lib/cni, Debian's containernetworking-plugins),
-# PYINSTALLER (the requirement installed into the throwaway build venv; default 'pyinstaller>=6.0,<7').
+# PYINSTALLER (the requirement installed into the throwaway build venv; default 'pyinstaller>=6.0,<7'),
+# CC (the C compiler for the front end; default cc; Debian: gcc and libc6-dev).
 # Nothing half-done: on any failure ROOT/opt/overlayd is removed again.
 set -euo pipefail
 
@@ -35,6 +37,10 @@ dest=$root$prefix
 [[ -f $src/setup.cfg && -d $src/overlayd && -d $src/cni_plugin ]] \
     || die "OVERLAYD_SRC $src is not the overlayd source tree (no setup.cfg, overlayd/, cni_plugin/)"
 [[ -x $python ]] || die "PYTHON $python is not an executable interpreter; install python3 and python3-venv"
+cc=${CC:-cc}
+command -v "$cc" >/dev/null \
+    || die "CC $cc: no C compiler to build the CNI plugin's native front end; install gcc and libc6-dev or set CC"
+command -v readelf >/dev/null || die "no readelf to check the native front end is static; install binutils"
 for p in "${reference_plugins[@]}"; do
     [[ -x $cni_plugin_dir/$p ]] \
         || die "CNI_PLUGIN_DIR $cni_plugin_dir has no $p plugin; install containernetworking-plugins or point CNI_PLUGIN_DIR at the plugins"
@@ -61,10 +67,11 @@ trap cleanup EXIT
 step() { echo "==> [${SECONDS}s] $*"; }
 
 # pip builds a local project inside its directory; build from a copy so the source tree
-# (read-only in CI, shared by parallel runs here) is never written to.
+# (read-only in CI, shared by parallel runs here) is never written to. The front end's build
+# cache (cni_plugin/native/build) stays behind: the image's front end is compiled here.
 step "copying the source tree"
 mkdir -p "$work/src"
-tar -C "$src" --exclude=__pycache__ --exclude='*.egg-info' \
+tar -C "$src" --exclude=__pycache__ --exclude='*.egg-info' --exclude=cni_plugin/native/build \
     -cf - setup.cfg pyproject.toml README.md subnet_lease overlayd cni_plugin | tar -C "$work/src" -xf -
 
 # The two installs are independent and mostly wait on the network: run them side by side.
@@ -90,7 +97,15 @@ fi
 build_venv_pid=""
 step "building the CNI bundle into $dest/cni"
 # From the source copy: the bundle carries cni_plugin from there and the standard library only.
-(cd "$work/src" && "$work/build-venv/bin/python" -m cni_plugin.bundle build --out "$dest/cni")
+(cd "$work/src" && CC=$cc "$work/build-venv/bin/python" -m cni_plugin.bundle build --out "$dest/cni")
+for exe in overlay overlay.d/overlay; do
+    [[ -f $dest/cni/$exe && -x $dest/cni/$exe ]] || die "the CNI bundle has no executable cni/$exe"
+done
+# kubelet runs the front end on the host, whatever C library the node has: it must need none.
+dynamic=$(readelf -d "$dest/cni/overlay") || die "readelf cannot read cni/overlay (the native front end)"
+if [[ $dynamic == *"(NEEDED)"* ]]; then
+    die "cni/overlay (the native front end) is dynamically linked; install libc6-dev (it has libc.a) so it links statically"
+fi
 
 step "adding the reference plugins (${reference_plugins[*]}) from $cni_plugin_dir"
 mkdir -p "$dest/cni-plugins"

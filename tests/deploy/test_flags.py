@@ -62,6 +62,7 @@ def test_kube_mode_flags_parse_into_the_settings_the_daemon_runs_with():
     settings = daemon_main.settings_from_args(args)
     assert settings.healthz_port == 8471 and settings.ip_masq
     assert settings.subnet_file == "/run/flannel/subnet.env"
+    assert settings.cni_socket == "/run/flannel/cni.sock"
     kube = kube_settings(args, environ={"NODE_NAME": "node-a"})
     assert kube.node_name == "node-a"
     assert kube.annotation_prefix == "flannel.alpha.coreos.com"
@@ -75,6 +76,7 @@ def test_etcd_mode_flags_parse_into_tls_etcd_settings():
     docs = load(path)
     args = daemon_main.build_parser().parse_args(_expanded(docs, daemon_argv(docs)[1:]))
     assert not args.kube_subnet_mgr
+    assert daemon_main.settings_from_args(args).cni_socket == "/run/flannel/cni.sock"
     etcd = etcd_settings(args)
     assert len(etcd.endpoints) == 3 and all(e.startswith("https://") for e in etcd.endpoints)
     assert etcd.prefix == "/coreos.com/network"

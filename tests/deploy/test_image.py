@@ -56,17 +56,35 @@ def test_layout_has_the_daemon_the_bundle_and_the_reference_plugins(image_root):
     dest = image_root + PREFIX
     assert sorted(os.listdir(dest)) == ["bin", "cni", "cni-plugins", "venv"]
     assert os.readlink(os.path.join(dest, "bin", "overlayd")) == "../venv/bin/overlayd"  # relative: survives COPY
-    for exe in ("bin/overlayd", "bin/install-reference-plugins", "cni/overlay"):
+    for exe in ("bin/overlayd", "bin/install-reference-plugins", "cni/overlay", "cni/overlay.d/overlay"):
         assert os.access(os.path.join(dest, exe), os.X_OK), exe
     entries = sorted(os.listdir(os.path.join(dest, "cni")))
-    assert len(entries) == 2 and entries[0] == "overlay" and os.path.isdir(os.path.join(dest, "cni", entries[1])), \
-        f"the bundle is `overlay` plus one directory, got {entries}"
+    assert entries == ["overlay", "overlay.d"], f"the bundle is `overlay` plus overlay.d/, got {entries}"
     assert sorted(os.listdir(os.path.join(dest, "cni-plugins"))) == REFERENCE_PLUGINS
     # PyInstaller was a build tool in a throwaway venv; it is not in the image.
     site = subprocess.run([os.path.join(dest, "venv/bin/python"), "-c", "import importlib.util as u;"
                            "print(u.find_spec('PyInstaller') is None)"], capture_output=True, text=True,
                           env=MINIMAL_ENV, cwd="/")
     assert site.stdout.strip() == "True", site.stderr
+
+
+def test_the_front_end_is_a_static_executable_and_the_python_plugin_is_beside_it(image_root):
+    """kubelet runs cni/overlay on the host, whatever C library the node has (or none): it needs no
+    shared library. It falls back to overlay.d/overlay, the PyInstaller build of the Python plugin."""
+    cni = image_root + PREFIX + "/cni"
+    with open(os.path.join(cni, "overlay"), "rb") as f:
+        header = f.read(20)
+    assert header[:4] == b"\x7fELF" and header[4] == 2, "cni/overlay is not a 64-bit ELF executable"
+    dynamic = subprocess.run(["readelf", "-d", os.path.join(cni, "overlay")], capture_output=True, text=True)
+    assert dynamic.returncode == 0, dynamic.stderr
+    assert "(NEEDED)" not in dynamic.stdout, f"cni/overlay links shared libraries:\n{dynamic.stdout}"
+    assert "(INTERP)" not in subprocess.run(["readelf", "-l", os.path.join(cni, "overlay")],
+                                            capture_output=True, text=True).stdout, "cni/overlay needs a loader"
+    plugin = os.path.join(cni, "overlay.d", "overlay")
+    assert os.path.isfile(plugin) and os.access(plugin, os.X_OK)
+    with open(plugin, "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    assert any(n.startswith("libpython3") for n in os.listdir(os.path.join(cni, "overlay.d")))
 
 
 def test_bundle_symlinks_stay_inside_the_bundle(image_root):
@@ -134,7 +152,8 @@ def test_init_containers_install_plugins_and_conflist_onto_an_empty_node(image_r
     bin_dir = node_root / "opt/cni/bin"
     names = sorted(os.listdir(bin_dir))
     assert [n for n in names if not n.startswith("overlay")] == REFERENCE_PLUGINS
-    assert "overlay" in names and len([n for n in names if n.startswith("overlay")]) == 2
+    assert [n for n in names if n.startswith("overlay")] == ["overlay", "overlay.d"]
+    assert os.access(bin_dir / "overlay.d" / "overlay", os.X_OK)
     assert [n for n in names if n.startswith(".")] == [], "temporary files left behind"
     conflist = node_root / "etc/cni/net.d/10-overlay.conflist"
     configmap = find(load(KUBE_MANIFEST), "ConfigMap", "overlayd-cfg")["data"]["cni-conf.json"]
@@ -171,13 +190,14 @@ def test_installed_plugin_runs_on_a_node_without_python(image_root, node_root, t
     assert {"0.3.1", "0.4.0", "1.0.0", "1.1.0"} <= set(versions)
 
 
-@pytest.mark.parametrize("case", ["not-a-source-tree", "no-reference-plugins", "interpreter-fails"])
+@pytest.mark.parametrize("case", ["not-a-source-tree", "no-reference-plugins", "no-compiler", "interpreter-fails"])
 def test_assembly_refuses_clearly_and_leaves_nothing_behind(tmp_path, case):
     root = tmp_path / "root"
     root.mkdir()
     env, expected = {
         "not-a-source-tree": ({"OVERLAYD_SRC": str(tmp_path)}, "is not the overlayd source tree"),
         "no-reference-plugins": ({"CNI_PLUGIN_DIR": str(tmp_path)}, "has no bridge plugin"),
+        "no-compiler": ({"CC": str(tmp_path / "no-such-cc")}, "no C compiler to build the CNI plugin's native front end"),
         # Fails after ROOT/opt/overlayd was created and the background build venv was started.
         "interpreter-fails": ({"PYTHON": shutil.which("false")}, ""),
     }[case]

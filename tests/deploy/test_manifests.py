@@ -8,11 +8,13 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
+import os
+import re
 
 import kubernetes_validate
 import pytest
 
-from cni_plugin import delegate_conf, request, subnet_env
+from cni_plugin import cache, delegate_conf, frontend, request, subnet_env
 from subnet_lease.config import parse_net_config
 
 from .manifest_docs import (DEPLOY_MANIFESTS, ETCD_MANIFEST, KIND_CONFIG, KUBE_MANIFEST, all_containers,
@@ -185,3 +187,64 @@ def test_etcd_mode_takes_client_certificates_from_a_secret_and_no_api_access():
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
     assert find(docs, "ServiceAccount")["automountServiceAccountToken"] is False
     assert pod_spec(docs)["automountServiceAccountToken"] is False
+
+
+def _front_end_default_socket() -> str:
+    """The socket path compiled into the native front end (cni_plugin/native/overlay.c)."""
+    with open(frontend.SOURCE) as f:
+        match = re.search(r'^#define DEFAULT_SOCKET "([^"]+)"', f.read(), re.M)
+    assert match, f"{frontend.SOURCE} no longer defines DEFAULT_SOCKET"
+    return match.group(1)
+
+
+def _overlay_netconf(docs: list[dict]) -> dict:
+    conflist = json.loads(find(docs, "ConfigMap", "overlayd-cfg")["data"]["cni-conf.json"])
+    return dict(conflist["plugins"][0], name=conflist["name"], cniVersion=conflist["cniVersion"])
+
+
+@pytest.mark.parametrize("path", DEPLOY_MANIFESTS, ids=lambda p: p.rsplit("/", 1)[-1])
+def test_the_daemon_serves_the_cni_socket_the_installed_front_end_dials(path):
+    """kubelet's `overlay` (on the host) connects to the conflist's cniSocket, default compiled in;
+    the daemon must listen on that host path, through a hostPath mount."""
+    docs = load(path)
+    argv = daemon_argv(docs)
+    sock = flag_value(argv, "--cni-socket")
+    assert sock, "pass --cni-socket explicitly so operators see the CNI service is on"
+    dialled = _overlay_netconf(docs).get("cniSocket", _front_end_default_socket())
+    assert dialled == _front_end_default_socket() == request.SOCKET_DEFAULT
+    assert host_path_for(docs, container(docs, "overlayd"), sock) == ("hostPath", dialled)
+    # The same directory as subnet.env: the service refuses requests for another daemon's subnet file.
+    assert os.path.dirname(sock) == os.path.dirname(flag_value(argv, "--subnet-file"))
+
+
+@pytest.mark.parametrize("path", DEPLOY_MANIFESTS, ids=lambda p: p.rsplit("/", 1)[-1])
+def test_every_host_path_the_daemon_mounts_is_one_it_needs(path):
+    """Each hostPath of the daemon container, with why it is there; nothing else, nothing writable that need not be."""
+    docs = load(path)
+    daemon = container(docs, "overlayd")
+    argv = daemon_argv(docs)
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
+    mounted = {}
+    for m in daemon["volumeMounts"]:
+        host = volumes[m["name"]].get("hostPath")
+        if host:
+            mounted[m["mountPath"].rstrip("/")] = (host["path"].rstrip("/"), bool(m.get("readOnly")))
+    req = request.parse({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "deploytest", "CNI_NETNS": "/proc/self/ns/net",
+                         "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"},
+                        json.dumps(_overlay_netconf(docs)).encode())
+    install = container(docs, "install-cni")
+    bin_dir_on_host = host_path_for(docs, install, flag_value(install["command"], "--bin-dir"))[1]
+    needed = {
+        # subnet.env (written) and the CNI service's socket (served): same directory
+        os.path.dirname(flag_value(argv, "--subnet-file")): ("/run/flannel", False),
+        # iptables' lock, shared with kube-proxy and every other iptables user on the node
+        "/run/xtables.lock": ("/run/xtables.lock", False),
+        # the plugin's per-pod cache: the service writes it where the plugin on the host reads it
+        req.data_dir: (cache.DEFAULT_DATA_DIR, False),
+        # the delegates on CNI_PATH, at the node's own path; looked up, never written
+        bin_dir_on_host: ("/opt/cni/bin", True),
+    }
+    assert mounted == needed
+    assert all(inside == host for inside, (host, _) in mounted.items()), "hostPaths keep the node's paths"
+    for name, vol in volumes.items():   # every volume is used by some container
+        assert any(m["name"] == name for c in all_containers(docs) for m in c.get("volumeMounts", [])), name
