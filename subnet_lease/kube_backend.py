@@ -221,6 +221,7 @@ class KubeLeaseBackend:
             msg = f"Kubernetes API {what}: {err}"
             self._last_error = msg
             raise BackendUnavailable(msg) from None
+        self._last_error = None          # the API answered: what failed before is over
         if not json_body:
             return resp
         try:
@@ -328,14 +329,12 @@ class KubeLeaseBackend:
         if a.get(ann.public_ipv6_overwrite):
             public_ipv6 = _overwrite(name, ann.public_ipv6_overwrite, a[ann.public_ipv6_overwrite], 6)
             log.info("using %s from %s", public_ipv6, ann.public_ipv6_overwrite)
-        want = {ann.kube_subnet_manager: "true", ann.backend_type: template.backend_type}
-        if want4:
-            want[ann.backend_data] = json.dumps(template.backend_data, separators=(",", ":"))
-            want[ann.public_ip] = str(public_ip)
-        if want6:
-            want[ann.backend_v6_data] = json.dumps(template.backend_v6_data or template.backend_data,
-                                                   separators=(",", ":"))
-            want[ann.public_ipv6] = str(public_ipv6)
+        lease = Lease(subnet=v4 if want4 else None, public_ip=public_ip if want4 else None,
+                      backend_type=template.backend_type, backend_data=dict(template.backend_data),
+                      ipv6_subnet=v6 if want6 else None, public_ipv6=public_ipv6 if want6 else None,
+                      backend_v6_data=dict(template.backend_v6_data or template.backend_data) if want6 else {},
+                      node_name=name)
+        want = self._annotations_for(lease)
         patch: dict = {}
         if any(a.get(k) != v for k, v in want.items()):
             patch["metadata"] = {"annotations": want}
@@ -346,14 +345,43 @@ class KubeLeaseBackend:
                 "message": "overlayd is running on this node",
                 "lastTransitionTime": now, "lastHeartbeatTime": now}]}
         if patch:
-            self._call(f"patch node {name} status", lambda c: c.patch_node_status(
-                name, patch, _content_type="application/strategic-merge-patch+json",
-                _preload_content=False, _request_timeout=self._t()))
-        return Lease(subnet=v4 if want4 else None, public_ip=public_ip if want4 else None,
-                     backend_type=template.backend_type, backend_data=dict(template.backend_data),
-                     ipv6_subnet=v6 if want6 else None, public_ipv6=public_ipv6 if want6 else None,
-                     backend_v6_data=dict(template.backend_v6_data or template.backend_data) if want6 else {},
-                     node_name=name)
+            self._patch_status(name, patch)
+        return lease
+
+    def _annotations_for(self, lease: Lease) -> dict:
+        """The node annotations that publish `lease` (flannel's keys under our prefix)."""
+        ann = self.ann
+        want = {ann.kube_subnet_manager: "true", ann.backend_type: lease.backend_type}
+        if lease.subnet is not None:
+            want[ann.backend_data] = json.dumps(lease.backend_data, separators=(",", ":"))
+            want[ann.public_ip] = str(lease.public_ip)
+        if lease.ipv6_subnet is not None:
+            want[ann.backend_v6_data] = json.dumps(lease.backend_v6_data, separators=(",", ":"))
+            want[ann.public_ipv6] = str(lease.public_ipv6)
+        return want
+
+    def _patch_status(self, name: str, patch: dict) -> None:
+        self._call(f"patch node {name} status", lambda c: c.patch_node_status(
+            name, patch, _content_type="application/strategic-merge-patch+json",
+            _preload_content=False, _request_timeout=self._t()))
+
+    def _keep_published(self, node: dict) -> None:
+        """Our own Node changed: if someone removed or edited our annotations, publish them again
+        (peers would otherwise drop this node until the daemon restarts)."""
+        with self._lock:
+            own = self._own
+        if own is None:
+            return
+        name = node["metadata"]["name"]
+        have = (node.get("metadata") or {}).get("annotations") or {}
+        want = self._annotations_for(own)
+        if all(have.get(k) == v for k, v in want.items()):
+            return
+        log.warning("node %s: our annotations were removed or changed; publishing them again", name)
+        try:
+            self._patch_status(name, {"metadata": {"annotations": want}})
+        except (BackendUnavailable, LeaseError) as err:
+            log.warning("node %s: cannot publish the annotations again: %s; retried on the next change", name, err)
 
     def health(self) -> LeaseHealth:
         with self._lock:
@@ -429,6 +457,8 @@ class KubeLeaseBackend:
 
     def _apply(self, etype: str, obj: dict, known: dict[str, Lease]) -> list[LeaseEvent]:
         name = (obj.get("metadata") or {}).get("name")
+        if etype != "DELETED" and name is not None and name == self._node_name:
+            self._keep_published(obj)
         old = known.get(name)
         # A node whose annotations turned malformed is dropped, as a fresh list would drop it.
         new = None if etype == "DELETED" else _lease_or_skip(obj, self.ann)

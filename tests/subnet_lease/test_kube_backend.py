@@ -234,8 +234,11 @@ def test_malformed_peer_annotations_are_skipped_and_a_peer_turning_malformed_is_
         assert "VtepMAC '0a:58:00:00:00' is not a MAC" in caplog.text and "'192.0.2.x'" in caplog.text
     finally:
         col.close()
+    # node-1 is this backend's own node: it publishes its annotations again (see below)
+    wait_for(lambda: emu.node("node-1")["metadata"]["annotations"][f"{P}/public-ip"] == "192.0.2.1",
+             what="node-1 published again")
     fresh, _ = make().snapshot()                    # a restarted daemon agrees
-    assert sorted(x.node_name for x in fresh) == ["node-3"]
+    assert sorted(x.node_name for x in fresh) == ["node-1", "node-3"]
 
 
 @pytest.mark.parametrize("key,value,version", [
@@ -266,3 +269,36 @@ def test_api_connections_use_tcp_keepalive_so_a_dead_watch_is_noticed(make, emu)
     # and it still talks to the API server through those connections
     assert b.get_network_config().network is not None
     assert b.snapshot()[1]
+
+
+def test_annotations_someone_removes_are_published_again(emu, make):
+    emu.add_node("node-1", "10.244.1.0/24")
+    emu.add_node("node-2", "10.244.2.0/24", annotations=peer_annotations(2))
+    b = make()
+    b.acquire(CONFIG, template(1))
+    _, rv = b.snapshot()
+    published = {k: v for k, v in emu.node("node-1")["metadata"]["annotations"].items() if k.startswith(P)}
+    col = Collector(b, rv)
+    try:
+        # `kubectl annotate node node-1 flannel.alpha.coreos.com/backend-data-` and friends
+        emu.update_node("node-1", {"metadata": {"annotations": {k: None for k in published}}})
+        wait_for(lambda: {k: v for k, v in (emu.node("node-1")["metadata"].get("annotations") or {}).items()
+                          if k.startswith(P)} == published, what="annotations published again")
+        # and a hand edit of the MAC is put right too
+        emu.update_node("node-1", {"metadata": {"annotations": {f"{P}/backend-data": '{"VNI":1,"VtepMAC":"0a:58:00:00:00:99"}'}}})
+        wait_for(lambda: emu.node("node-1")["metadata"]["annotations"][f"{P}/backend-data"] == published[f"{P}/backend-data"],
+                 what="backend-data restored")
+    finally:
+        col.close()
+
+
+def test_last_error_clears_once_the_api_answers_again(emu, make):
+    emu.add_node("node-1", "10.244.1.0/24")
+    b = make()
+    b.acquire(CONFIG, template(1))
+    emu.script("GET", "/api/v1/nodes", 503, {"kind": "Status", "code": 503, "message": "etcd down"})
+    with pytest.raises(Exception, match="503"):
+        b.snapshot()
+    assert "503" in b.health().last_error
+    b.snapshot()
+    assert b.health().last_error is None
