@@ -65,6 +65,30 @@ def test_the_bundle_is_the_front_end_plus_the_frozen_python_plugin(built_bundle,
     assert bundle.content_hash(str(copy)) != bundle.bundle_id(built_bundle)
 
 
+def test_the_bundle_answers_every_command_the_front_end_does_not_send_to_overlayd(built_bundle, tmp_path):
+    """VERSION, STATUS, GC and a decode error: overlay.d/overlay, with only what the bundle carries."""
+    conf = {"cniVersion": "1.1.0", "name": "n", "type": "overlay", "cniSocket": "",
+            "subnetFile": str(tmp_path / "no-subnet.env"), "dataDir": str(tmp_path / "cache"),
+            "cni.dev/valid-attachments": []}
+
+    def run(command: str, stdin: str) -> tuple[int, dict | None]:
+        proc = subprocess.run([os.path.join(built_bundle, "overlay")], input=stdin, capture_output=True,
+                              text=True, timeout=30, cwd="/",
+                              env={"PATH": "/usr/bin:/bin", "CNI_COMMAND": command, "CNI_PATH": "/usr/lib/cni",
+                                   "CNI_CONTAINERID": "c1", "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0"})
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc.returncode, (json.loads(proc.stdout) if proc.stdout.strip() else None)
+
+    rc, out = run("VERSION", json.dumps(conf))
+    assert rc == 0 and {"0.3.1", "0.4.0", "1.0.0", "1.1.0"} <= set(out["supportedVersions"])
+    rc, out = run("STATUS", json.dumps(conf))
+    assert rc == 1 and out["code"] == 50 and "overlayd" in out["details"]
+    rc, out = run("GC", json.dumps(conf))
+    assert rc == 0, out
+    rc, out = run("ADD", "{not json")            # no service configured: the Python plugin answers
+    assert rc == 1 and out["code"] == 6
+
+
 def test_install_cni_copies_the_bundle_and_writes_the_conflist_only_when_changed(built_bundle, tmp_path):
     bin_dir, conf_dir = tmp_path / "opt/cni/bin", tmp_path / "etc/cni/net.d"
     src = tmp_path / "cni-conf.json"
