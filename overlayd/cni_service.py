@@ -84,6 +84,8 @@ class CniService:
         self._listener: Optional[socket.socket] = None
         self._identity = None
         self._closed = threading.Event()
+        self._busy = threading.Condition()
+        self._in_flight = 0
 
     def start(self) -> "CniService":
         directory = os.path.dirname(self.socket_path) or "."
@@ -107,7 +109,9 @@ class CniService:
         log.info("CNI service listening on %s", self.socket_path)
         return self
 
-    def close(self) -> None:
+    def close(self, drain: float = 5.0) -> None:
+        """Stop accepting; give requests in flight up to `drain` seconds to finish, so a daemon
+        stopping (SIGTERM, rolling update) does not fail the pods being set up right then."""
         self._closed.set()
         if self._listener is not None:
             try:
@@ -116,6 +120,10 @@ class CniService:
                 pass
             self._listener.close()
             self._listener = None
+        with self._busy:
+            if not self._busy.wait_for(lambda: self._in_flight == 0, timeout=drain):
+                log.warning("CNI service: %d request(s) still running after %.0f s; the runtime will "
+                            "retry them", self._in_flight, drain)
         try:  # only our own socket file: a newer daemon may have bound the path meanwhile
             st = os.stat(self.socket_path)
             if (st.st_dev, st.st_ino) == self._identity:
@@ -133,7 +141,17 @@ class CniService:
                     return
                 time.sleep(0.05)  # EMFILE and friends: do not spin
                 continue
-            threading.Thread(target=self._serve, args=(conn,), name="cni-request", daemon=True).start()
+            with self._busy:
+                self._in_flight += 1
+            threading.Thread(target=self._serve_counted, args=(conn,), name="cni-request", daemon=True).start()
+
+    def _serve_counted(self, conn: socket.socket) -> None:
+        try:
+            self._serve(conn)
+        finally:
+            with self._busy:
+                self._in_flight -= 1
+                self._busy.notify_all()
 
     def _serve(self, conn: socket.socket) -> None:
         started = time.perf_counter()

@@ -285,3 +285,45 @@ def test_a_delegate_the_daemon_cannot_see_is_left_to_the_plugin(served):
     assert rc == 1 and out["code"] == 4 and "not found in CNI_PATH" in out["msg"], out
     assert served.count("ADD", "fallback") == 1
     assert node.leftovers() == NOTHING
+
+
+def test_stopping_the_service_lets_a_request_in_flight_finish(make_node, tmp_path):
+    """A daemon stopping (SIGTERM, rolling update) while a pod is being set up: that pod still
+    gets its answer; only new requests go to the Python plugin."""
+    node = make_node()
+    sock = str(tmp_path / "cni.sock")
+    service = CniService(sock, node.subnet_file).start()
+    conf = dict(node.runtime._conf(node.plugins()[0], None, None), cniSocket=sock)
+    env = [f"{k}={v}".encode() for k, v in {
+        "CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/usr/lib/cni", "PATH": "/usr/bin:/bin"}.items()]
+    front = socket.socket(socket.AF_UNIX)             # plays the front end, slowly
+    front.connect(sock)
+    wire.send(front, wire.REQUEST, json.dumps(conf).encode(), *env)
+    kind, blobs = wire.recv(front)                    # the service wants the delegate run
+    assert kind == wire.EXEC
+    closing = threading.Thread(target=service.close)
+    closing.start()
+    closing.join(0.5)
+    assert closing.is_alive()                         # close() waits for us
+    assert not os.path.exists(sock) or _refused(sock) # ... but takes no new request
+    while kind == wire.EXEC:                          # run what it asks, like the front end
+        proc = subprocess.run([blobs[0].decode()], input=blobs[1], capture_output=True,
+                              env=dict(b.decode().split("=", 1) for b in blobs[2:]))
+        wire.send(front, wire.REPLY, str(proc.returncode).encode(), proc.stdout, proc.stderr)
+        kind, blobs = wire.recv(front)
+    assert kind == wire.DONE and blobs[0] == b"0", blobs
+    closing.join(10)
+    assert not closing.is_alive() and not os.path.exists(sock)
+    front.close()
+
+
+def _refused(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.close()
