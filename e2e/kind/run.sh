@@ -4,7 +4,8 @@
 #   1. creates the cluster from manifests/kind-config.yaml (no default CNI, pods in 10.244.0.0/16)
 #   2. builds the image from the Dockerfile and loads it into every node
 #   3. applies manifests/overlayd.yaml and waits for the DaemonSet rollout and Ready nodes
-#   4. runs one test pod per node, checks pod<->pod ping and TCP between every pair
+#   4. runs one test pod per node, checks that overlayd's CNI service wired them, and pod<->pod
+#      ping and TCP between every pair
 #   5. restarts the DaemonSet (kubectl rollout restart) and checks that every node kept its
 #      subnet (podCIDR, subnet.env, VTEP annotation) and that the pods still reach each other
 #   6. deletes the cluster (also on failure or Ctrl-C; KEEP_CLUSTER=1 keeps it for debugging)
@@ -147,6 +148,22 @@ for pod in "${pods[@]}"; do
     pod_ip[$pod]=$(k -n "$test_namespace" get pod "$pod" -o jsonpath='{.status.podIP}')
     echo "$pod on $(k -n "$test_namespace" get pod "$pod" -o jsonpath='{.spec.nodeName}'): ${pod_ip[$pod]}"
     if [[ ${pod_ip[$pod]} == 10.244.* ]]; then pass "$pod got an address in 10.244.0.0/16"; else fail "$pod got ${pod_ip[$pod]}, not an address in 10.244.0.0/16"; fi
+done
+
+say "the pods were wired by each node's overlayd CNI service (native front end, no interpreter per pod)"
+for node in "${nodes[@]}"; do
+    if docker exec "$node" test -S /run/flannel/cni.sock; then
+        pass "$node: /run/flannel/cni.sock is there"
+    else
+        fail "$node: /run/flannel/cni.sock is missing"
+    fi
+    served=$(docker exec "$node" curl -s http://127.0.0.1:8471/metrics \
+        | awk '/^overlayd_cni_requests_total\{/ && /command="ADD"/ && /result="ok"/ {print int($2)}')
+    if [[ ${served:-0} -ge 1 ]]; then
+        pass "$node: overlayd served ${served} ADD(s)"
+    else
+        fail "$node: overlayd served no ADD (overlayd_cni_requests_total{command=\"ADD\",result=\"ok\"} is ${served:-absent})"
+    fi
 done
 
 check_pairs() {
