@@ -80,7 +80,7 @@ class MemoryLeases:
         self.leases[own.key] = own
         return own
 
-    def snapshot(self) -> tuple[list[Lease], int]:
+    def snapshot(self, *, reuse_start_read: bool = False) -> tuple[list[Lease], int]:
         return list(self.leases.values()), 1
 
     def watch(self, from_revision: int, stop: threading.Event) -> Iterator[list[LeaseEvent]]:

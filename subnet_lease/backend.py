@@ -61,8 +61,12 @@ class LeaseBackend(Protocol):
         `template` carries public_ip, backend_type and backend_data; its subnet is ignored.
         """
 
-    def snapshot(self) -> tuple[list[Lease], int]:
-        """Every lease (own included) and the revision they were read at."""
+    def snapshot(self, *, reuse_start_read: bool = False) -> tuple[list[Lease], int]:
+        """Every lease (own included) and the revision they were read at.
+
+        reuse_start_read: the daemon's start-up may take the read that acquire() just made
+        (with acquire's own writes in it) instead of reading the store again: consistent at its
+        revision, and a watch from there replays whatever came after. Backends may ignore it."""
 
     def watch(self, from_revision: int, stop: threading.Event) -> Iterator[list[LeaseEvent]]:
         """Batches of changes after `from_revision`; returns soon (≤ ~1 s) after `stop` is set."""

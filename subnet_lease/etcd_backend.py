@@ -55,6 +55,10 @@ GRPC_OPTIONS = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms"
                 ("grpc.use_local_subchannel_pool", 1)]
 
 
+# How old a read handed from one start-up step to the next may be (see EtcdLeaseBackend._handed).
+HANDED_READ_MAX_AGE = 5.0
+
+
 @dataclasses.dataclass(frozen=True)
 class EtcdSettings:
     endpoints: tuple[str, ...] = DEFAULT_ENDPOINTS
@@ -172,6 +176,9 @@ class EtcdLeaseBackend:
         self._wake = threading.Event()
         self._keeper: Optional[threading.Thread] = None
         self._snap_cache: Optional[tuple[int, dict[str, Lease]]] = None
+        # One full read handed on to the next step of a start-up (find_own_lease -> acquire ->
+        # snapshot), so a daemon reads 5,000 leases once, not three times: (monotonic, read).
+        self._handed: Optional[tuple[float, tuple]] = None
 
     # ---- connection -------------------------------------------------------------------
 
@@ -276,14 +283,28 @@ class EtcdLeaseBackend:
             raw[key] = kv
         return leases, raw, unparsed, resp.header.revision
 
-    def snapshot(self) -> tuple[list[Lease], int]:
-        leases, _, revision = self._read()
+    def _hand_on(self, read: tuple, to: str) -> None:
+        self._handed = (time.monotonic(), to, read)
+
+    def _take_handed(self, step: str) -> Optional[tuple]:
+        """The read the previous step handed on to `step` ("acquire" or "snapshot"), once, if it
+        is recent. Safe to use stale: the acquire transaction compares revisions, and a watch
+        from the snapshot's revision replays the rest."""
+        handed, self._handed = self._handed, None
+        if handed is not None and handed[1] == step and time.monotonic() - handed[0] <= HANDED_READ_MAX_AGE:
+            return handed[2]
+        return None
+
+    def snapshot(self, *, reuse_start_read: bool = False) -> tuple[list[Lease], int]:
+        handed = self._take_handed("snapshot")
+        leases, _, _, revision = (handed if reuse_start_read else None) or self._read_all()
         self._snap_cache = (revision, leases)
         return list(leases.values()), revision
 
     def find_own_lease(self, public_ip) -> Optional[Lease]:
-        leases, _, _ = self._read()
-        return find_own(leases.values(), public_ip)
+        read = self._read_all()
+        self._hand_on(read, to="acquire")
+        return find_own(read[0].values(), public_ip)
 
     def leases_with_ttl(self) -> tuple[list[Lease], int]:
         """Every lease with the seconds left on its etcd lease (for `overlayd leases`)."""
@@ -340,7 +361,8 @@ class EtcdLeaseBackend:
         s = self.settings
         last_conflict = "none"
         for attempt in range(s.acquire_attempts):
-            leases, raw, unparsed, _ = self._read_all()
+            read = (self._take_handed("acquire") if attempt == 0 else None) or self._read_all()
+            leases, raw, unparsed, _ = read
             choice = choose_subnet(config, list(leases.values()) + unparsed, template.public_ip,
                                    public_ipv6=template.public_ipv6,
                                    previous_subnet=previous_subnet,
@@ -376,7 +398,12 @@ class EtcdLeaseBackend:
             if ok and choice.existing is None and self._younger_overlap(key, new):
                 ok = False
             if ok:
-                self._drop_stale_own(leases, raw, new, template)
+                dropped = self._drop_stale_own(leases, raw, new, template)
+                # For the snapshot that follows: the read as it is now that our writes are done
+                # (at its old revision, so a watch from there replays them, and finds them known).
+                after = {k: v for k, v in leases.items() if k not in dropped}
+                after[key] = dataclasses.replace(new, lease_id=lease_id or None)
+                self._hand_on((after, raw, unparsed, read[3]), to="snapshot")
                 return dataclasses.replace(new, lease_id=lease_id or None, ttl=ttl), key
             last_conflict = new.key
             reuse_lease_id = lease_id or reuse_lease_id
@@ -388,8 +415,9 @@ class EtcdLeaseBackend:
                                f"later; if this persists, is something writing {s.subnets_prefix} "
                                f"in a loop?")
 
-    def _drop_stale_own(self, leases: dict, raw: dict, new: Lease, template: Lease) -> None:
-        """Our older keys that the config no longer allows (flannel deletes them too)."""
+    def _drop_stale_own(self, leases: dict, raw: dict, new: Lease, template: Lease) -> list[str]:
+        """Our older keys that the config no longer allows (flannel deletes them too); -> their keys."""
+        dropped = []
         for key, lease in leases.items():
             if (key != self.settings.subnets_prefix + new.key and lease.lease_id is not None
                     and is_own(lease, template.public_ip, template.public_ipv6)):
@@ -398,6 +426,8 @@ class EtcdLeaseBackend:
                 self._call("delete", lambda c: c.transaction(
                     compare=[c.transactions.mod(key) == kv.mod_revision],
                     success=[c.transactions.delete(key)], failure=[]))
+                dropped.append(key)
+        return dropped
 
     def _younger_overlap(self, key: str, new: Lease) -> bool:
         """After a create: does an older key cover the same addresses? Then ours backs off."""

@@ -270,7 +270,7 @@ class KubeLeaseBackend:
     def find_own_lease(self, public_ip=None) -> Optional[Lease]:
         return _lease_or_skip(self._read_node(), self.ann)
 
-    def snapshot(self) -> tuple[list[Lease], int]:
+    def snapshot(self, *, reuse_start_read: bool = False) -> tuple[list[Lease], int]:
         leases, revision = self._list()
         self._snap_cache = (revision, leases)
         return list(leases.values()), revision
