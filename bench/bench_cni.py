@@ -65,7 +65,8 @@ def main() -> None:
         except bundle.BundleError as err:
             print(f"bundle not measured: {err}")
         service = subprocess.Popen([sys.executable, "-m", "overlayd.cni_service", "--socket", sock,
-                                    "--subnet-file", subnet_file], stderr=subprocess.DEVNULL)
+                                    "--subnet-file", subnet_file, "--data-dir", served["dataDir"]],
+                                   stderr=subprocess.DEVNULL)
         cleanup.push(f"CNI service pid {service.pid}", lambda: (service.terminate(), service.wait(10)))
         deadline = time.monotonic() + 30
         while not os.path.exists(sock):

@@ -8,7 +8,7 @@ import struct
 MAX_MESSAGE = 64 << 20
 _U32 = struct.Struct(">I")
 
-REQUEST, EXEC, IFEXISTS, FALLBACK, DONE, REPLY = b"Q", b"X", b"I", b"F", b"D", b"R"
+REQUEST, ACCEPTED, EXEC, IFEXISTS, FALLBACK, DONE, REPLY = b"Q", b"A", b"X", b"I", b"F", b"D", b"R"
 
 
 class WireError(Exception):

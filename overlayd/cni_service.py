@@ -20,11 +20,13 @@ import time
 from typing import Optional
 
 from cni_plugin import main as plugin, netns, spawn, wire
+from cni_plugin.cache import DEFAULT_DATA_DIR
 from cni_plugin.errors import CniError, TRY_AGAIN_LATER
 
 log = logging.getLogger("overlayd.cni")
 
 SERVED = ("ADD", "DEL")
+PROTOCOL = b"1"                        # the front end's (cni_plugin/native/overlay.c) wire version
 
 
 class Refused(Exception):
@@ -55,7 +57,7 @@ class RemoteHost:
         return answer
 
     def run(self, path: str, argv, env: dict, stdin: bytes):
-        answer = self._ask(wire.EXEC, path.encode(), stdin, *(f"{k}={v}".encode() for k, v in env.items()))
+        answer = self._ask(wire.EXEC, _bytes(path), stdin, *(_bytes(f"{k}={v}") for k, v in env.items()))
         status = answer[0].decode()
         if status.startswith("E"):
             errno = int(status[1:])
@@ -65,7 +67,7 @@ class RemoteHost:
         return int(status), answer[1], answer[2]
 
     def interface_exists(self, netns_path: str, ifname: str) -> bool:
-        status = self._ask(wire.IFEXISTS, netns_path.encode(), ifname.encode())[0].decode()
+        status = self._ask(wire.IFEXISTS, _bytes(netns_path), _bytes(ifname))[0].decode()
         if status in ("yes", "no"):
             return status == "yes"
         errno = int(status[1:])
@@ -75,11 +77,15 @@ class RemoteHost:
 
 
 class CniService:
-    """Listens on `socket_path`; one thread per connection. `metrics`: overlayd.metrics.Metrics."""
+    """Listens on `socket_path`; one thread per connection. `metrics`: overlayd.metrics.Metrics.
 
-    def __init__(self, socket_path: str, subnet_file: str, metrics=None):
+    Serves requests for this daemon's `subnet_file` whose `dataDir` is `data_dir` (the one the
+    daemon shares with the node, so the plugin on the host sees the same cache and lock)."""
+
+    def __init__(self, socket_path: str, subnet_file: str, metrics=None, data_dir: str = DEFAULT_DATA_DIR):
         self.socket_path = socket_path
         self.subnet_file = subnet_file
+        self.data_dir = data_dir
         self.metrics = metrics
         self._listener: Optional[socket.socket] = None
         self._identity = None
@@ -142,8 +148,19 @@ class CniService:
                 time.sleep(0.05)  # EMFILE and friends: do not spin
                 continue
             with self._busy:
+                if self._closed.is_set():   # close() is already draining: the front end falls back
+                    conn.close()
+                    return
                 self._in_flight += 1
-            threading.Thread(target=self._serve_counted, args=(conn,), name="cni-request", daemon=True).start()
+            try:
+                threading.Thread(target=self._serve_counted, args=(conn,), name="cni-request", daemon=True).start()
+            except Exception as err:    # no thread to be had: the front end falls back
+                log.warning("CNI service: cannot take a request: %s", err)
+                conn.close()
+                with self._busy:
+                    self._in_flight -= 1
+                    self._busy.notify_all()
+                time.sleep(0.05)
 
     def _serve_counted(self, conn: socket.socket) -> None:
         try:
@@ -161,10 +178,13 @@ class CniService:
                 kind, blobs = wire.recv(conn)
                 if kind != wire.REQUEST or not blobs:
                     raise wire.WireError(f"expected a request, got {kind!r}")
-                stdin, environ = blobs[0], _environ(blobs[1:])
+                if blobs[0] != PROTOCOL or len(blobs) < 2:
+                    raise Refused(f"front end protocol {blobs[0][:8]!r}, this daemon speaks {PROTOCOL!r}")
+                stdin, environ = blobs[1], _environ(blobs[2:])
                 command = environ.get("CNI_COMMAND", "?")
                 if command not in SERVED:
                     raise Refused(command)
+                wire.send(conn, wire.ACCEPTED)    # alive and on it; the plugin lock may take a while
                 code, out, err = plugin.handle(environ, stdin, RemoteHost(conn), accept=self._accept)
                 # Counted before the answer goes out: once the front end has it, the pod moves on.
                 self._count(command, "ok" if code == 0 else "error", started)
@@ -189,6 +209,10 @@ class CniService:
     def _accept(self, req) -> None:
         if req.subnet_file != self.subnet_file:
             raise Refused(f"subnetFile {req.subnet_file} is not this daemon's {self.subnet_file}")
+        if req.data_dir != self.data_dir:
+            # Not the directory this daemon shares with the node: serving it would split the
+            # cache and the lock between the daemon's view and the host's.
+            raise Refused(f"dataDir {req.data_dir} is not this daemon's --cni-data-dir {self.data_dir}")
         delegate = req.netconf.get("delegate")
         kind = delegate.get("type", "bridge") if isinstance(delegate, dict) else "bridge"
         if spawn.find(kind, req.cni_path) is None:
@@ -204,6 +228,11 @@ def _environ(blobs) -> dict:
         if sep:
             env[name] = value
     return env
+
+
+def _bytes(text: str) -> bytes:
+    """Back to the bytes the front end sent (undecodable ones came in as surrogates)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _send_quietly(conn, kind: bytes) -> None:
@@ -232,12 +261,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m overlayd.cni_service", description=main.__doc__.split("\n")[0])
     parser.add_argument("--socket", required=True, help="unix socket to listen on")
     parser.add_argument("--subnet-file", required=True, help="the subnet file whose requests are served")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="the plugin cache directory served")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    service = CniService(args.socket, args.subnet_file).start()
+    service = CniService(args.socket, args.subnet_file, data_dir=args.data_dir).start()
     try:
         stop.wait()
     finally:

@@ -49,6 +49,9 @@ def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.Argum
     p.add_argument("--cni-socket", default=d.cni_socket, metavar="PATH",
                    help="serve the CNI plugin's ADD/DEL on this unix socket, so no interpreter starts per "
                         "pod; '' turns it off (the plugin then runs on its own) (default %(default)s)")
+    p.add_argument("--cni-data-dir", default=d.cni_data_dir, metavar="PATH",
+                   help="the CNI plugin's dataDir the service serves; it must be the node's own "
+                        "directory (a hostPath at the same path) (default %(default)s)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return p
 
@@ -59,7 +62,8 @@ def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
         iface_can_reach=args.iface_can_reach, public_ip=args.public_ip, public_ipv6=args.public_ipv6,
         ip_masq=args.ip_masq, iptables_forward_rules=args.iptables_forward_rules,
         healthz_ip=args.healthz_ip, healthz_port=args.healthz_port, resync=args.resync,
-        vxlan_tx_checksum_off=args.vxlan_tx_checksum_off, cni_socket=args.cni_socket)
+        vxlan_tx_checksum_off=args.vxlan_tx_checksum_off, cni_socket=args.cni_socket,
+        cni_data_dir=args.cni_data_dir)
 
 
 def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
@@ -100,7 +104,8 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         if settings.cni_socket:
             from .cni_service import CniService
             try:
-                cni = CniService(settings.cni_socket, settings.subnet_file, metrics=metrics).start()
+                cni = CniService(settings.cni_socket, settings.subnet_file, metrics=metrics,
+                                 data_dir=settings.cni_data_dir).start()
             except OSError as err:   # the plugin still works without it, only slower
                 log.warning("CNI service off: cannot listen on --cni-socket %s: %s", settings.cni_socket, err)
     except (OverlayError, HealthError, ValueError) as err:

@@ -20,4 +20,5 @@ class DaemonSettings:
     resync: float = 60.0                  # seconds between full reconciles
     vxlan_tx_checksum_off: bool = False
     cni_socket: str = "/run/flannel/cni.sock"  # the CNI service (overlayd.cni_service); "" turns it off
+    cni_data_dir: str = "/var/lib/cni/overlay"  # the plugin cache the service shares with the node
     netns: Optional[str] = None           # run the datapath in this namespace (tests); None: our own

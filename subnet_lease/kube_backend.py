@@ -19,6 +19,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable, Iterator, Optional
 
 from .backend import BackendUnavailable, LeaseError, LeaseHealth, diff_leases
@@ -27,6 +28,11 @@ from .config import ConfigError, NetConfig, load_net_config
 from .lease import Lease, LeaseEvent, LeaseFormatError, build_lease
 
 log = logging.getLogger(__name__)
+
+# Publishing our annotations again (someone changed them): at most once per step of a backoff
+# growing to this; a quiet spell this long starts it over.
+REPUBLISH_BACKOFF_MAX = 60.0
+REPUBLISH_QUIET = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +178,13 @@ class KubeLeaseBackend:
         self._last_error: Optional[str] = None
         self._watch_restarts = 0
         self._snap_cache: Optional[tuple[int, dict[str, Lease]]] = None
+        self._publishing: Optional[Lease] = None      # being published by a running acquire()
+        # Publishing again after someone changed our annotations: at most once per backoff
+        # step, so a fight with another writer costs the API server little.
+        self._republish_backoff = Backoff(settings.backoff_initial, REPUBLISH_BACKOFF_MAX)
+        self._republish_at = 0.0
+        self._republished = float("-inf")
+        self._republish_timer: Optional[threading.Timer] = None
 
     # ---- the API -------------------------------------------------------------------------
 
@@ -297,6 +310,7 @@ class KubeLeaseBackend:
             self._closed.wait(delay)
         with self._lock:
             self._own, self._waiting_for, self._last_error = lease, None, None
+            self._publishing = None
         return lease
 
     def _acquire_from(self, node: dict, config: NetConfig, template: Lease) -> Optional[Lease]:
@@ -345,6 +359,10 @@ class KubeLeaseBackend:
                 "message": "overlayd is running on this node",
                 "lastTransitionTime": now, "lastHeartbeatTime": now}]}
         if patch:
+            with self._lock:
+                # What we are about to publish is what our own Node's watch events are compared
+                # with from now on: not the lease this acquire replaces (that would patch it back).
+                self._publishing = lease
             self._patch_status(name, patch)
         return lease
 
@@ -367,9 +385,11 @@ class KubeLeaseBackend:
 
     def _keep_published(self, node: dict) -> None:
         """Our own Node changed: if someone removed or edited our annotations, publish them again
-        (peers would otherwise drop this node until the daemon restarts)."""
+        (peers would otherwise drop this node until the daemon restarts). Rate-limited: if
+        another writer keeps changing them, we patch at most once per backoff step (up to
+        REPUBLISH_BACKOFF_MAX) and check again when the step is over."""
         with self._lock:
-            own = self._own
+            own = self._publishing or self._own
         if own is None:
             return
         name = node["metadata"]["name"]
@@ -377,11 +397,33 @@ class KubeLeaseBackend:
         want = self._annotations_for(own)
         if all(have.get(k) == v for k, v in want.items()):
             return
+        now = time.monotonic()
+        with self._lock:
+            if now < self._republish_at:       # too soon: look again when the step is over
+                if self._republish_timer is None and not self._closed.is_set():
+                    self._republish_timer = threading.Timer(self._republish_at - now, self._recheck_published)
+                    self._republish_timer.daemon = True
+                    self._republish_timer.start()
+                return
+            if now - self._republished > REPUBLISH_QUIET:
+                self._republish_backoff.reset()
+            self._republished = now
+            self._republish_at = now + self._republish_backoff.next()
         log.warning("node %s: our annotations were removed or changed; publishing them again", name)
         try:
             self._patch_status(name, {"metadata": {"annotations": want}})
         except (BackendUnavailable, LeaseError) as err:
             log.warning("node %s: cannot publish the annotations again: %s; retried on the next change", name, err)
+
+    def _recheck_published(self) -> None:
+        with self._lock:
+            self._republish_timer = None
+        if self._closed.is_set():
+            return
+        try:
+            self._keep_published(self._read_node())
+        except (BackendUnavailable, LeaseError, ConfigError) as err:
+            log.warning("checking our node's annotations: %s", err)
 
     def health(self) -> LeaseHealth:
         with self._lock:
@@ -485,6 +527,10 @@ class KubeLeaseBackend:
 
     def close(self) -> None:
         self._closed.set()
+        with self._lock:
+            timer, self._republish_timer = self._republish_timer, None
+        if timer is not None:
+            timer.cancel()
         self.reconnect()
 
 

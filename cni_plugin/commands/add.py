@@ -28,9 +28,13 @@ def run(req):
 
 
 def _undo(delegate, conf, store, req) -> None:
-    """Whatever the delegate managed to create (veth, address reservation) goes again."""
+    """Whatever the delegate managed to create (veth, address reservation) goes again.
+
+    The cache entry goes only once that DEL succeeded: if it failed, or could not even be run
+    (the front end was killed while the delegate ran on), the runtime's DEL needs the entry to
+    release what is left. Report the ADD failure, not the clean-up's."""
     try:
         delegate.call("DEL", conf)
-    except CniError:
-        pass  # report the ADD failure, not the clean-up's
+    except Exception:
+        return
     store.remove(req.container_id, req.ifname)

@@ -14,20 +14,28 @@
  *
  * Wire format, both directions: u32 big-endian payload length, then the payload: one type byte,
  * then blobs, each a u32 big-endian length and its bytes.
- *   client -> service  'Q' stdin, env "K=V"...         the request
- *   service -> client  'X' path, stdin, env "K=V"...   run this plugin, answer with 'R'
+ *   client -> service  'Q' "1", stdin, env "K=V"...    the request (protocol version 1)
+ *   service -> client  'A'                             accepted: the daemon is alive and on it
+ *                      'X' path, stdin, env "K=V"...   run this plugin, answer with 'R'
  *                      'I' netns path, ifname          does ifname exist there? answer with 'R'
  *                      'F'                             run the Python plugin instead
  *                      'D' exit code, stdout, stderr   done: print these and exit
- *   client -> service  'R' status[, stdout, stderr]    status: exit code | "yes" | "no" | "E<errno>"
- * Once the service has sent anything, the client never falls back: the request may be half
- * done, so a lost connection is CNI error 11 (try again later) and the runtime retries.
+ *   client -> service  'R' status[, stdout, stderr]    status: exit code (-N: killed by signal N)
+ *                                                      | "yes" | "no" | "E<errno>" | "S<errno>"
+ * Until the service asks for something ('X', 'I'), nothing has been done for the request, so
+ * the client may still fall back: no 'A' within 5 s, nothing more within 120 s (the service
+ * waits for the node's plugin lock meanwhile), a closed connection, a message it does not know.
+ * After that it never does: a lost connection is CNI error 11 (try again later), the runtime
+ * retries, and the per-pod cache lets its DEL release whatever was made.
+ *
+ * Only a service run by root is trusted (SO_PEERCRED): the service can ask for any program.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <sched.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,7 +55,10 @@ extern char **environ;
 #define MAX_INPUT (16u << 20)
 #define MAX_MESSAGE (64u << 20)
 #define MAX_BLOBS 4096
-#define FIRST_REPLY_TIMEOUT_S 20
+#define PROTOCOL "1"
+#define CONNECT_TIMEOUT_S 2
+#define ACCEPT_TIMEOUT_S 5
+#define FIRST_ASK_TIMEOUT_S 120
 #define TRY_AGAIN_LATER 11
 #define GENERIC_ERROR 999
 
@@ -58,6 +69,12 @@ static struct buf input;          /* the network config from stdin */
 static char **saved_argv;
 
 /* ---- small helpers ---------------------------------------------------------------------- */
+
+static void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) { perror("overlay: out of memory"); exit(1); }
+    return p;
+}
 
 static void put(struct buf *b, const void *p, size_t n) {
     if (b->len + n > b->cap) {
@@ -155,10 +172,13 @@ static size_t json_value_end(const unsigned char *s, size_t n, size_t i) {
     return i;
 }
 
-/* The value of a top-level string member `key` without escapes, copied into out; 1 if found. */
+/* The value of top-level string member `key` (the last one, as Go's and Python's decoders take
+ * it), copied into out: 1. Not there: 0. There but not a plain string that fits: -1. */
 static int json_top_string(const unsigned char *s, size_t n, const char *key, char *out, size_t cap) {
-    size_t klen = strlen(key), i = skip_ws(s, n, 0);
-    int plain;
+    size_t klen = strlen(key), i = 0;
+    int plain, found = 0;
+    if (n >= 3 && s[0] == 0xef && s[1] == 0xbb && s[2] == 0xbf) i = 3;   /* a UTF-8 BOM */
+    i = skip_ws(s, n, i);
     if (i >= n || s[i] != '{') return 0;
     i = skip_ws(s, n, i + 1);
     if (i < n && s[i] == '}') return 0;
@@ -169,20 +189,23 @@ static int json_top_string(const unsigned char *s, size_t n, const char *key, ch
         i = skip_ws(s, n, kend);
         if (i >= n || s[i] != ':') return 0;
         i = skip_ws(s, n, i + 1);
-        if (match && i < n && s[i] == '"') {
-            size_t vstart = i + 1, vend = json_string_end(s, n, i, &plain);
-            if (!vend || !plain || vend - 1 - vstart >= cap) return 0;
-            memcpy(out, s + vstart, vend - 1 - vstart);
-            out[vend - 1 - vstart] = 0;
-            return 1;
+        if (match) {
+            size_t vstart = i + 1, vend = i < n && s[i] == '"' ? json_string_end(s, n, i, &plain) : 0;
+            if (!vend || !plain || vend - 1 - vstart >= cap) {
+                found = -1;
+            } else {
+                memcpy(out, s + vstart, vend - 1 - vstart);
+                out[vend - 1 - vstart] = 0;
+                found = 1;
+            }
         }
         i = json_value_end(s, n, i);
-        if (!i) return 0;
+        if (!i) return found;
         i = skip_ws(s, n, i);
         if (i < n && s[i] == ',') { i = skip_ws(s, n, i + 1); continue; }
-        return 0;
+        return found;
     }
-    return 0;
+    return found;
 }
 
 static void json_escaped(struct buf *b, const char *text) {
@@ -299,7 +322,7 @@ static int do_exec(int sock, const struct msg *m) {
     if (m->n < 2) { errno = EPROTO; return -1; }
     char *path = cstr(m->blob[0], m->len[0]);
     size_t nenv = m->n - 2;
-    char **env = calloc(nenv + 1, sizeof *env);
+    char **env = xcalloc(nenv + 1, sizeof *env);
     for (size_t k = 0; k < nenv; k++) env[k] = cstr(m->blob[k + 2], m->len[k + 2]);
     int fds[3] = { memfd_with(m->blob[1], m->len[1]), memfd_with(NULL, 0), memfd_with(NULL, 0) };
     struct buf out = {0}, err = {0};
@@ -308,25 +331,42 @@ static int do_exec(int sock, const struct msg *m) {
         snprintf(status, sizeof status, "E%d", errno);
         rc = reply_status(sock, status, NULL, NULL);
     } else {
+        /* The delegate starts as the runtime would start it: default signal dispositions and
+         * an empty signal mask, whatever this process inherited. */
         posix_spawn_file_actions_t actions;
+        posix_spawnattr_t attr;
+        sigset_t all, none;
+        sigfillset(&all);
+        sigemptyset(&none);
         posix_spawn_file_actions_init(&actions);
+        posix_spawnattr_init(&attr);
+        posix_spawnattr_setsigdefault(&attr, &all);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
         for (int k = 0; k < 3; k++) posix_spawn_file_actions_adddup2(&actions, fds[k], k);
         char *argv[] = { path, NULL };
         pid_t pid;
-        int e = posix_spawn(&pid, path, &actions, NULL, argv, env);
+        int e = posix_spawn(&pid, path, &actions, &attr, argv, env);
         posix_spawn_file_actions_destroy(&actions);
+        posix_spawnattr_destroy(&attr);
+        int ws = 0;
+        if (!e) {
+            pid_t w;
+            while ((w = waitpid(pid, &ws, 0)) < 0 && errno == EINTR) {}
+            if (w < 0) e = errno;
+        }
+        if (!e) {
+            lseek(fds[1], 0, SEEK_SET);
+            lseek(fds[2], 0, SEEK_SET);
+            if (read_fd_all(fds[1], &out, MAX_MESSAGE / 4) < 0 || read_fd_all(fds[2], &err, MAX_MESSAGE / 4) < 0)
+                e = errno;
+        }
         if (e) {
             snprintf(status, sizeof status, "E%d", e);
             rc = reply_status(sock, status, NULL, NULL);
         } else {
-            int ws;
-            while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
-            int code = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-            lseek(fds[1], 0, SEEK_SET);
-            lseek(fds[2], 0, SEEK_SET);
-            read_fd_all(fds[1], &out, MAX_MESSAGE / 4);
-            read_fd_all(fds[2], &err, MAX_MESSAGE / 4);
-            snprintf(status, sizeof status, "%d", code);
+            /* as Python's os.waitstatus_to_exitcode: -N when killed by signal N */
+            snprintf(status, sizeof status, "%d", WIFEXITED(ws) ? WEXITSTATUS(ws) : -WTERMSIG(ws));
             rc = reply_status(sock, status, &out, &err);
         }
     }
@@ -359,19 +399,36 @@ static int do_ifexists(int sock, const struct msg *m) {
     return reply_status(sock, status, NULL, NULL);
 }
 
+static void set_timeout(int fd, int option, long seconds) {
+    struct timeval tv = { .tv_sec = seconds };
+    setsockopt(fd, SOL_SOCKET, option, &tv, sizeof tv);
+}
+
+/* A connection to a service run by root, or -1. connect() on a unix socket blocks while the
+ * listener's backlog is full (a daemon that stopped accepting): bounded by SO_SNDTIMEO. */
 static int connect_service(const char *path) {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     if (strlen(path) >= sizeof addr.sun_path) return -1;
     strcpy(addr.sun_path, path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) { close(fd); return -1; }
+    set_timeout(fd, SO_SNDTIMEO, CONNECT_TIMEOUT_S);
+    struct ucred cred;
+    socklen_t clen = sizeof cred;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0
+        || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 || cred.uid != 0) {
+        close(fd);
+        return -1;
+    }
+    set_timeout(fd, SO_SNDTIMEO, 0);
     return fd;
 }
 
 int main(int argc, char **argv) {
     (void)argc;
     saved_argv = argv;
+    /* A runtime that ignores SIGCHLD would make waitpid() fail: take the default back. */
+    signal(SIGCHLD, SIG_DFL);
     if (read_fd_all(0, &input, MAX_INPUT) < 0) {
         input.len = 0;
         cni_fail(GENERIC_ERROR, "the overlay plugin cannot read its network config from stdin", strerror(errno));
@@ -383,37 +440,40 @@ int main(int argc, char **argv) {
         run_python_plugin();
 
     char socket_path[256] = DEFAULT_SOCKET;
-    json_top_string(input.data, input.len, SOCKET_KEY, socket_path, sizeof socket_path);
+    if (json_top_string(input.data, input.len, SOCKET_KEY, socket_path, sizeof socket_path) < 0)
+        run_python_plugin();   /* a cniSocket we cannot read: the plugin reports what is wrong */
     int sock = socket_path[0] ? connect_service(socket_path) : -1;
     if (sock < 0) run_python_plugin();
-    struct timeval first = { .tv_sec = FIRST_REPLY_TIMEOUT_S };
-    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &first, sizeof first);
+    set_timeout(sock, SO_RCVTIMEO, ACCEPT_TIMEOUT_S);
 
     size_t nenv = 0;
     while (environ[nenv]) nenv++;
-    const void **blob = calloc(nenv + 1, sizeof *blob);
-    size_t *len = calloc(nenv + 1, sizeof *len);
-    blob[0] = input.data; len[0] = input.len;
-    for (size_t k = 0; k < nenv; k++) { blob[k + 1] = environ[k]; len[k + 1] = strlen(environ[k]); }
-    if (send_msg(sock, 'Q', nenv + 1, blob, len) < 0) run_python_plugin();
+    const void **blob = xcalloc(nenv + 2, sizeof *blob);
+    size_t *len = xcalloc(nenv + 2, sizeof *len);
+    blob[0] = PROTOCOL; len[0] = strlen(PROTOCOL);
+    blob[1] = input.data; len[1] = input.len;
+    for (size_t k = 0; k < nenv; k++) { blob[k + 2] = environ[k]; len[k + 2] = strlen(environ[k]); }
+    if (send_msg(sock, 'Q', nenv + 2, blob, len) < 0) run_python_plugin();
     free(blob); free(len);
 
     static struct msg m;
-    int answered = 0;
+    int asked = 0;   /* has the service asked for anything (so may have done something)? */
     for (;;) {
         int rc = recv_msg(sock, &m);
         if (rc <= 0) {
-            if (!answered) run_python_plugin();   /* nothing was done for this request yet */
+            if (!asked) run_python_plugin();   /* nothing was done for this request yet */
             cni_fail(TRY_AGAIN_LATER, "overlayd's CNI service went away in the middle of this request",
                      rc == 0 ? "the daemon closed the connection; the runtime will retry"
                              : strerror(errno));
         }
-        if (!answered) {
-            struct timeval none = {0};
-            setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
-            answered = 1;
+        if (!asked && (m.type == 'X' || m.type == 'I')) {
+            set_timeout(sock, SO_RCVTIMEO, 0);   /* from here on the runtime's own timeout rules */
+            asked = 1;
         }
         switch (m.type) {
+        case 'A':
+            set_timeout(sock, SO_RCVTIMEO, FIRST_ASK_TIMEOUT_S);
+            break;
         case 'F':
             close(sock);
             run_python_plugin();
@@ -432,6 +492,7 @@ int main(int argc, char **argv) {
             if (do_ifexists(sock, &m) < 0) goto broken;
             break;
         default:
+            if (!asked) run_python_plugin();   /* a newer service than this front end */
             errno = EPROTO;
             goto broken;
         }

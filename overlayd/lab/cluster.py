@@ -95,6 +95,10 @@ class Node:
         return os.path.join(self.workdir, "subnet.env")
 
     @property
+    def cni_data_dir(self) -> str:
+        return os.path.join(self.workdir, "cni")
+
+    @property
     def cni_socket(self) -> str:
         return os.path.join(self.workdir, "cni.sock")
 
@@ -109,7 +113,7 @@ class Node:
 
     def netconf(self, network_name: str = "overlay-lab") -> dict:
         return {"cniVersion": "1.0.0", "name": network_name, "type": "overlay",
-                "subnetFile": self.subnet_file, "dataDir": os.path.join(self.workdir, "cni"),
+                "subnetFile": self.subnet_file, "dataDir": self.cni_data_dir,
                 "cniSocket": self.cni_socket,
                 "ipam": {"dataDir": os.path.join(self.workdir, "ipam")},
                 "delegate": {"hairpinMode": True, "isDefaultGateway": True}}
@@ -272,7 +276,7 @@ class Lab:
         else:
             store = [f"--etcd-endpoints={self.etcd.endpoint}", f"--etcd-prefix={ETCD_PREFIX}"]
         return [os.path.join(bin_dir(), "overlayd"), *store, f"--subnet-file={node.subnet_file}",
-                f"--cni-socket={node.cni_socket}", *self.daemon_args, *node.extra_args]
+                f"--cni-socket={node.cni_socket}", f"--cni-data-dir={node.cni_data_dir}", *self.daemon_args, *node.extra_args]
 
     def daemon_env(self, node: Node) -> dict:
         """The daemon's environment: in kube mode NODE_NAME, as the DaemonSet's downward API sets it."""

@@ -215,7 +215,7 @@ def test_add_del_from_the_installed_bundle_are_served_by_overlayd(built_bundle, 
     node = make_node(cni_socket=sock)
     bin_dir = installed_node_bin(built_bundle, node, tmp_path)
     metrics = Metrics()
-    service = CniService(sock, node.subnet_file, metrics=metrics).start()
+    service = CniService(sock, node.subnet_file, metrics=metrics, data_dir=node.data_dir).start()
     try:
         def served(command: str, result: str = "ok") -> float:
             return metrics.registry.get_sample_value(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,6 +24,15 @@ from overlayd.cni_service import CniService
 from overlayd.metrics import Metrics
 
 from cni_chain import ChainError
+
+
+def wait_until(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())
 
 NOTHING = {"veths": [], "ips": [], "cache": []}
 
@@ -42,7 +53,7 @@ def served(make_node, tmp_path):
     sock = str(tmp_path / "run" / "cni.sock")
     node = make_node(cni_socket=sock)
     metrics = Metrics()
-    service = CniService(sock, node.subnet_file, metrics=metrics).start()
+    service = CniService(sock, node.subnet_file, metrics=metrics, data_dir=node.data_dir).start()
     yield Served(node, service, metrics)
     service.close()
 
@@ -116,7 +127,7 @@ def test_a_stale_socket_of_a_killed_daemon_falls_back_and_a_new_service_replaces
     pod = node.pod("p1")
     node.runtime.add("c1", node.netns_path(pod))   # answered by the Python plugin
     metrics = Metrics()
-    service = CniService(sock, node.subnet_file, metrics=metrics).start()
+    service = CniService(sock, node.subnet_file, metrics=metrics, data_dir=node.data_dir).start()
     try:
         node.runtime.delete("c1", node.netns_path(pod))
         assert metrics.registry.get_sample_value("overlayd_cni_requests_total",
@@ -198,9 +209,10 @@ def test_a_service_that_closes_before_answering_leaves_the_request_to_the_plugin
     fake.close()
     assert rc == 0, (out, err)
     kind, blobs = fake.request
-    env = dict(b.decode().split("=", 1) for b in blobs[1:])
-    assert kind == wire.REQUEST and env["CNI_COMMAND"] == "ADD" and env["CNI_CONTAINERID"] == "c1"
-    assert json.loads(blobs[0])["cniSocket"] == sock
+    env = dict(b.decode().split("=", 1) for b in blobs[2:])
+    assert kind == wire.REQUEST and blobs[0] == b"1"          # protocol version 1
+    assert env["CNI_COMMAND"] == "ADD" and env["CNI_CONTAINERID"] == "c1"
+    assert json.loads(blobs[1])["cniSocket"] == sock
     assert node.pod_addrs(pod) == [out["ips"][0]["address"]]
 
 
@@ -262,7 +274,7 @@ def test_the_front_end_finds_the_top_level_cni_socket(make_node, tmp_path, conf_
     fake.close()
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     if expected:
-        assert fake.request is not None and fake.request[1][0].decode() == text
+        assert fake.request is not None and fake.request[1][1].decode() == text
     else:
         assert fake.request is None
 
@@ -270,8 +282,12 @@ def test_the_front_end_finds_the_top_level_cni_socket(make_node, tmp_path, conf_
 def test_a_service_that_hangs_up_while_the_front_end_answers_is_try_again_later(make_node, tmp_path):
     sock = str(tmp_path / "s.sock")
     node = make_node(cni_socket=sock)
-    # asks, then closes at once: the front end's answer meets a closed socket (EPIPE, not SIGPIPE)
-    fake = Scripted(sock, lambda conn: wire.send(conn, wire.IFEXISTS, b"/proc/self/ns/net", b"lo"))
+    slow = tmp_path / "slow"
+    slow.write_text("#!/bin/sh\nsleep 0.3\n")
+    slow.chmod(0o755)
+    # asks for a run that takes 0.3 s and hangs up at once: the front end's answer meets a closed
+    # socket, every time (EPIPE, reported as error 11; not a death by SIGPIPE)
+    fake = Scripted(sock, lambda conn: wire.send(conn, wire.EXEC, str(slow).encode(), b"", b"PATH=/bin"))
     rc, out, err = _run(node, pod=node.pod("p1"))
     fake.close()
     assert rc == 1 and out["code"] == 11, (rc, out, err)
@@ -292,14 +308,15 @@ def test_stopping_the_service_lets_a_request_in_flight_finish(make_node, tmp_pat
     gets its answer; only new requests go to the Python plugin."""
     node = make_node()
     sock = str(tmp_path / "cni.sock")
-    service = CniService(sock, node.subnet_file).start()
+    service = CniService(sock, node.subnet_file, data_dir=node.data_dir).start()
     conf = dict(node.runtime._conf(node.plugins()[0], None, None), cniSocket=sock)
     env = [f"{k}={v}".encode() for k, v in {
         "CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0",
         "CNI_PATH": "/usr/lib/cni", "PATH": "/usr/bin:/bin"}.items()]
     front = socket.socket(socket.AF_UNIX)             # plays the front end, slowly
     front.connect(sock)
-    wire.send(front, wire.REQUEST, json.dumps(conf).encode(), *env)
+    wire.send(front, wire.REQUEST, b"1", json.dumps(conf).encode(), *env)
+    assert wire.recv(front) == (wire.ACCEPTED, [])
     kind, blobs = wire.recv(front)                    # the service wants the delegate run
     assert kind == wire.EXEC
     closing = threading.Thread(target=service.close)
@@ -327,3 +344,170 @@ def _refused(path: str) -> bool:
         return True
     finally:
         probe.close()
+
+
+# --- what the review found: each a scenario a runtime or an operator can hit ---------------------
+
+def _front_end(node, conf, command="ADD", cid="c1", pod=None, env_extra=None, **popen):
+    """Start the front end like a runtime, in the node's namespace; -> Popen (stdin already sent)."""
+    env = {b"CNI_COMMAND": command.encode(), b"CNI_CONTAINERID": cid.encode(), b"CNI_IFNAME": b"eth0",
+           b"CNI_PATH": os.pathsep.join(node.runtime.cni_path).encode(), b"PATH": b"/usr/sbin:/usr/bin:/sbin:/bin"}
+    if pod:
+        env[b"CNI_NETNS"] = node.netns_path(pod).encode()
+    env.update(env_extra or {})
+    proc = subprocess.Popen(["ip", "netns", "exec", node.netns, node.runtime.overlay], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **popen)
+    proc.stdin.write(json.dumps(conf).encode())
+    proc.stdin.close()
+    return proc
+
+
+def _finish(proc, timeout=60):
+    out = proc.stdout.read()
+    proc.wait(timeout)
+    return proc.returncode, json.loads(out) if out.strip() else "", proc.stderr.read().decode()
+
+
+def test_a_front_end_killed_while_its_delegate_runs_on_leaves_the_cache_for_the_runtimes_del(served, tmp_path):
+    """kubelet's timeout kills `overlay` mid-ADD; bridge, already started, finishes as an orphan.
+    The service must keep the cache entry, so the runtime's DEL releases the veth and address."""
+    node = served.node
+    bindir = tmp_path / "slowbin"
+    bindir.mkdir()
+    slow = bindir / "slowbridge"
+    slow.write_text('#!/bin/sh\n[ "$CNI_COMMAND" = ADD ] && sleep 1.5\nexec /usr/lib/cni/bridge\n')
+    slow.chmod(0o755)
+    node.runtime.cni_path = [str(bindir), *node.runtime.cni_path]
+    conf = node.runtime._conf(node.plugins()[0], None, None)
+    conf["delegate"] = {"type": "slowbridge", "bridge": "cni0", "isGateway": True}
+    pod = node.pod("p1")
+    warm = _front_end(node, conf, "DEL", "c0", pod)            # learns slowbridge's versions first
+    assert _finish(warm)[0] == 0
+    proc = _front_end(node, conf, "ADD", "c1", pod)
+    assert wait_until(lambda: served.count("ADD", "ok") + served.count("ADD", "error") == 0
+                      and (node.root / "cni-cache" / "c1-eth0.json").exists(), 10)
+    time.sleep(0.5)                                             # the delegate is running now
+    proc.kill()
+    proc.wait(10)
+    assert wait_until(lambda: len(node.pod_addrs(pod)) == 1, 10)   # the orphan finished its ADD
+    time.sleep(0.5)
+    assert node.cache_entries() == ["c1-eth0.json"]           # kept for the runtime's DEL
+    assert _finish(_front_end(node, conf, "DEL", "c1", pod))[0] == 0
+    assert node.leftovers() == NOTHING
+
+
+def test_an_environment_that_is_not_utf8_is_passed_on_unchanged(served):
+    node = served.node
+    pod = node.pod("p1")
+    conf = node.runtime._conf(node.plugins()[0], None, None)
+    rc, out, err = _finish(_front_end(node, conf, "ADD", "c1", pod, env_extra={b"RUNTIME_NOTE": b"caf\xe9"}))
+    assert rc == 0, (out, err)
+    assert served.count("ADD", "ok") == 1
+    rc, out, err = _finish(_front_end(node, conf, "DEL", "c1", pod, env_extra={b"RUNTIME_NOTE": b"caf\xe9"}))
+    assert rc == 0 and node.leftovers() == NOTHING, (out, err)
+
+
+def test_a_runtime_that_ignores_sigchld_still_gets_the_delegates_real_exit_code(make_node, tmp_path):
+    sock = str(tmp_path / "s.sock")
+    node = make_node(cni_socket=sock)
+    seen = {}
+
+    def script(conn):
+        wire.send(conn, wire.EXEC, b"/bin/false", b"", b"PATH=/usr/bin:/bin")
+        seen["false"] = wire.recv(conn)
+        wire.send(conn, wire.EXEC, b"/bin/sh", b"kill -TERM $$\n", b"PATH=/usr/bin:/bin")
+        seen["killed"] = wire.recv(conn)
+        wire.send(conn, wire.DONE, b"0", b"", b"")
+
+    fake = Scripted(sock, script)
+    conf = node.runtime._conf(node.plugins()[0], None, None)
+    proc = _front_end(node, conf, "DEL", preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+    assert _finish(proc)[0] == 0
+    fake.close()
+    assert seen["false"][1][0] == b"1"                           # not "0": a failed delegate stays failed
+    assert seen["killed"][1][0] == b"-15"                         # as Python reports a signal death
+
+
+def test_a_daemon_that_stopped_accepting_costs_seconds_not_a_hang(make_node, tmp_path):
+    sock = str(tmp_path / "s.sock")
+    node = make_node(cni_socket=sock)
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.bind(sock)
+    stuck.listen(0)                                               # never accept()ed
+    fillers = []
+    for _ in range(4):                                            # fill the backlog
+        c = socket.socket(socket.AF_UNIX)
+        c.setblocking(False)
+        try:
+            c.connect(sock)
+        except OSError:
+            pass
+        fillers.append(c)
+    conf = node.runtime._conf(node.plugins()[0], None, None)
+    started = time.monotonic()
+    rc, out, err = _finish(_front_end(node, conf, "DEL"), timeout=60)
+    assert rc == 0, (out, err)                                    # the Python plugin answered
+    assert time.monotonic() - started < 30
+    for c in fillers + [stuck]:
+        c.close()
+
+
+def test_a_service_that_accepts_but_never_answers_is_left_after_a_few_seconds(make_node, tmp_path):
+    sock = str(tmp_path / "s.sock")
+    node = make_node(cni_socket=sock)
+    release = threading.Event()
+    fake = Scripted(sock, lambda conn: release.wait(30))
+    conf = node.runtime._conf(node.plugins()[0], None, None)
+    rc, out, err = _finish(_front_end(node, conf, "DEL"), timeout=60)
+    release.set()
+    fake.close()
+    assert rc == 0, (out, err)
+
+
+@pytest.mark.parametrize("first", [b"Z", b"A"], ids=["unknown-message", "accepted-then-closed"])
+def test_nothing_asked_yet_means_the_python_plugin_may_still_answer(make_node, tmp_path, first):
+    sock = str(tmp_path / "s.sock")
+    node = make_node(cni_socket=sock)
+    fake = Scripted(sock, lambda conn: wire.send(conn, first))
+    pod = node.pod("p1")
+    rc, out, err = _finish(_front_end(node, node.runtime._conf(node.plugins()[0], None, None), "ADD", "c1", pod))
+    fake.close()
+    assert rc == 0 and node.pod_addrs(pod) == [out["ips"][0]["address"]], (out, err)
+
+
+def test_the_service_hands_back_other_protocol_versions_and_data_dirs(served, tmp_path):
+    node = served.node
+    front = socket.socket(socket.AF_UNIX)
+    front.connect(served.service.socket_path)
+    wire.send(front, wire.REQUEST, b"2", b"{}", b"CNI_COMMAND=ADD")
+    assert wire.recv(front) == (wire.FALLBACK, [])
+    front.close()
+    conf = dict(node.runtime._conf(node.plugins()[0], None, None), dataDir=str(tmp_path / "elsewhere"))
+    pod = node.pod("p1")
+    rc, out, _ = _finish(_front_end(node, conf, "ADD", "c1", pod))
+    assert rc == 0 and served.count("ADD", "fallback") == 1     # the plugin did it, in its own dataDir
+    assert os.listdir(tmp_path / "elsewhere") and node.cache_entries() == []
+    assert _finish(_front_end(node, conf, "DEL", "c1", pod))[0] == 0
+
+
+def test_a_socket_served_by_someone_other_than_root_is_not_trusted(make_node):
+    import tempfile
+    shared = tempfile.mkdtemp(prefix="ovt-sock-")
+    os.chmod(shared, 0o777)
+    sock = os.path.join(shared, "s.sock")
+    nobody = subprocess.Popen(
+        ["/usr/bin/python3", "-c", "import socket,sys\n"
+         f"s=socket.socket(socket.AF_UNIX); s.bind({sock!r}); s.listen(1); print('up', flush=True)\n"
+         "c,_=s.accept(); data=c.recv(65536); print('got', len(data), flush=True)"],
+        user=65534, group=65534, stdout=subprocess.PIPE, text=True)
+    try:
+        assert nobody.stdout.readline().strip() == "up"
+        node = make_node(cni_socket=sock)
+        rc, out, err = _finish(_front_end(node, node.runtime._conf(node.plugins()[0], None, None), "DEL"))
+        assert rc == 0, (out, err)                                   # the Python plugin answered
+        assert nobody.stdout.readline().strip() == "got 0"           # and nothing was sent there
+    finally:
+        nobody.kill()
+        nobody.wait(5)
+        import shutil
+        shutil.rmtree(shared, ignore_errors=True)

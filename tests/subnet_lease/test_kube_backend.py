@@ -5,6 +5,7 @@ import argparse
 import ipaddress
 import json
 import threading
+import time
 
 import pytest
 
@@ -302,3 +303,42 @@ def test_last_error_clears_once_the_api_answers_again(emu, make):
     assert "503" in b.health().last_error
     b.snapshot()
     assert b.health().last_error is None
+
+
+def test_a_new_public_ip_from_acquire_is_not_patched_back_by_the_watch(emu, make):
+    """The node's address moved: the daemon acquires again with the new PublicIP while its watch
+    runs. The watch sees our own PATCH before acquire() returns; it must not restore the old IP."""
+    emu.add_node("node-1", "10.244.1.0/24")
+    b = make()
+    b.acquire(CONFIG, template(1))
+    _, rv = b.snapshot()
+    col = Collector(b, rv)
+    try:
+        moved = Lease(subnet=None, public_ip=ipaddress.ip_address("192.0.2.101"),
+                      backend_data={"VNI": 1, "VtepMAC": "0a:58:00:00:00:01"})
+        b.acquire(CONFIG, moved)
+        time.sleep(1.5)                                # every watch event of it has been handled
+    finally:
+        col.close()
+    patched = [r for r in emu.requests if r[0] == "PATCH"]
+    assert emu.node("node-1")["metadata"]["annotations"][f"{P}/public-ip"] == "192.0.2.101"
+    assert len(patched) == 2, patched                  # the first acquire and the move: nothing else
+
+
+def test_a_writer_fighting_over_our_annotations_gets_few_patches(emu, make):
+    emu.add_node("node-1", "10.244.1.0/24")
+    b = make(backoff_initial=0.5)
+    b.acquire(CONFIG, template(1))
+    _, rv = b.snapshot()
+    col = Collector(b, rv)
+    try:
+        before = len([r for r in emu.requests if r[0] == "PATCH"])
+        for i in range(30):                            # someone else keeps writing their value
+            emu.update_node("node-1", {"metadata": {"annotations": {f"{P}/public-ip": f"198.18.0.{i + 1}"}}})
+            time.sleep(0.1)
+        time.sleep(0.5)
+        ours = len([r for r in emu.requests if r[0] == "PATCH"]) - before
+    finally:
+        col.close()
+    # 3 s of fighting with backoff from 0.5 s doubling: a handful of patches, not one per change
+    assert 1 <= ours <= 6, ours
