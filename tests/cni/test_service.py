@@ -259,6 +259,8 @@ def test_the_front_end_runs_what_the_service_asks_and_prints_its_answer(make_nod
     ('{"cniSocket": "%s", "ipam": {"ranges": [[{"subnet": "10.0.0.0/8"}]]}}', True),
     ('{"list": [1, 2, {"a": [3]}], "n": -1.5e3, "t": true, "z": null, "cniSocket": "%s"}', True),
     ('{"cniSocket": ""}', False),                                # "" turns the service off
+    ('{"cniSocket": "/wrong", "x": 1, "cniSocket": "%s"}', True),  # the last one, as Go and Python
+    ('{"cniSocket": "%s\\u0000"}', False),                      # unreadable for the scanner: plugin
 ])
 def test_the_front_end_finds_the_top_level_cni_socket(make_node, tmp_path, conf_text, expected):
     sock = str(tmp_path / "s.sock")
