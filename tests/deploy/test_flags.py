@@ -63,6 +63,10 @@ def test_kube_mode_flags_parse_into_the_settings_the_daemon_runs_with():
     assert settings.healthz_port == 8471 and settings.ip_masq
     assert settings.subnet_file == "/run/flannel/subnet.env"
     assert settings.cni_socket == "/run/flannel/cni.sock"
+    # the plugin's default dataDir, which the DaemonSet mounts at the node's own path
+    assert settings.cni_data_dir == "/var/lib/cni/overlay"
+    assert any(m["mountPath"] == settings.cni_data_dir and not m.get("readOnly")
+               for c in pod_spec(docs)["containers"] for m in c.get("volumeMounts", []))
     kube = kube_settings(args, environ={"NODE_NAME": "node-a"})
     assert kube.node_name == "node-a"
     assert kube.annotation_prefix == "flannel.alpha.coreos.com"
