@@ -13,7 +13,8 @@ import argparse
 import os
 import sys
 
-CONTENTS = "overlay.d"  # the same directory name as the bundle's
+from .bundle import CONTENTS  # the same layout as the bundle's
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

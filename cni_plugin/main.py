@@ -37,9 +37,8 @@ def handle(environ, stdin: bytes, host=None, accept=None):
     `accept(request)` is called before anything is done for a valid request; what it raises
     reaches the caller (the CNI service uses it to hand requests back to the plugin).
     """
-    from . import host as hosts
     try:
-        req = request.parse(environ, stdin, host or hosts.LOCAL)
+        req = request.parse(environ, stdin, host)
     except CniError as err:
         return 1, _dumps(err.as_dict(_error_version(stdin))), b""
     if accept is not None:

@@ -40,7 +40,9 @@ def command_of(environ) -> str:
     return command
 
 
-def parse(environ, stdin: bytes, host=hosts.LOCAL) -> Request:
+def parse(environ, stdin: bytes, host=None) -> Request:
+    """host: cni_plugin.host's interface; None: this process (host.LOCAL)."""
+    host = host or hosts.LOCAL
     command = command_of(environ)
     for name in _NEEDS[command]:
         if not environ.get(name):

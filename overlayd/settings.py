@@ -4,6 +4,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from cni_plugin.cache import DEFAULT_DATA_DIR
+from cni_plugin.request import SOCKET_DEFAULT
+
 
 @dataclasses.dataclass(frozen=True)
 class DaemonSettings:
@@ -19,6 +22,6 @@ class DaemonSettings:
     healthz_port: int = 0                 # 0: no health/metrics server
     resync: float = 60.0                  # seconds between full reconciles
     vxlan_tx_checksum_off: bool = False
-    cni_socket: str = "/run/flannel/cni.sock"  # the CNI service (overlayd.cni_service); "" turns it off
-    cni_data_dir: str = "/var/lib/cni/overlay"  # the plugin cache the service shares with the node
+    cni_socket: str = SOCKET_DEFAULT         # the CNI service (overlayd.cni_service); "" turns it off
+    cni_data_dir: str = DEFAULT_DATA_DIR      # the plugin cache the service shares with the node
     netns: Optional[str] = None           # run the datapath in this namespace (tests); None: our own

@@ -195,9 +195,8 @@ class Scripted:
 
 
 def _run(node, command="ADD", cid="c1", pod=None, conf=None):
-    conf = conf or node.runtime._conf(node.plugins()[0], None, None)
-    return run_plugin(node.runtime.overlay, command, conf, cid, node.netns_path(pod) if pod else None, "eth0",
-                      cni_path=node.runtime.cni_path, run_in_netns=node.netns)
+    """-> (rc, parsed stdout, stderr) of one front-end run, as a runtime starts it."""
+    return _finish(_front_end(node, conf or node.runtime._conf(node.plugins()[0], None, None), command, cid, pod))
 
 
 def test_a_service_that_closes_before_answering_leaves_the_request_to_the_plugin(make_node, tmp_path):
