@@ -39,7 +39,9 @@ from .etcd import EtcdServer, start_etcd
 from .kube_api import KubeApiError, UnixApiClient, new_node
 from .netns import LabError, add_netns, add_veth, delete_netns, ip, netns_exists, run, sysctl, unique_token
 
-STATE_DIR = "/run/overlayd-lab"
+# Where `lab up` leaves the state that `lab status/check/down` read. OVERLAYD_LAB_STATE_DIR moves it
+# (several checkouts running labs side by side each keep their own "the only lab").
+STATE_DIR = os.environ.get("OVERLAYD_LAB_STATE_DIR", "/run/overlayd-lab")
 UNDERLAY = ipaddress.ip_network("192.0.2.0/24")
 SWITCH_IP = "192.0.2.254"
 UNDERLAY6 = ipaddress.ip_network("2001:db8:1::/64")
