@@ -1,9 +1,11 @@
 """The daemon: leases in, kernel state out, level-triggered.
 
 Triggers (start-up, lease events, the device deleted, the underlay changed, the resync timer)
-land on one queue; the loop folds whatever is queued into one pass. Lease events take the
-incremental path (only the touched peers); everything else runs a full reconcile (netlink dump,
-diff, apply). SIGTERM or a crash leave the datapath in place: pods keep talking meanwhile.
+land on one queue; the loop folds whatever is queued into one pass, in arrival order. Lease
+events take the incremental path (only the touched peers); everything else runs a full
+reconcile (netlink dump, diff, apply). Once started, the loop never calls the lease store: the
+watch, the periodic re-read and the move to a new underlay run in overlayd.lease_feed and post
+their results here. SIGTERM or a crash leave the datapath in place: pods keep talking meanwhile.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from subnet_lease.backoff import Backoff
 
 from .datapath import FamilyConfig, FamilyPath, family_configs
 from .errors import DatapathError, DeviceMissing, SettingsError
+from .lease_feed import LeaseFeed, MoveRequest, Moved
 from .netlink import LinkEvent, Netlink
 from .settings import DaemonSettings
 from .subnet_file import SubnetFile, first_host, previous_subnet, write_subnet_file
@@ -60,6 +63,9 @@ class Daemon:
         self.full_pending = False
         self.underlay_pending = False   # the underlay changed and is not usable yet: re-check each tick
         self.own_changed = False        # rewrite the subnet file after the next full reconcile
+        self.moving_to: Optional[Underlay] = None   # a move the lease feed is taking the lease for
+        self.feed = LeaseFeed(backend, self._post, self.stop, reread_every=settings.lease_resync,
+                              on_watch_restart=self._count_watch_restart)
         self._nl: Optional[Netlink] = None
         self._link_watch: Optional[threading.Thread] = None
         self._backend_watch_restarts = 0
@@ -117,16 +123,17 @@ class Daemon:
         # A peer the kernel refuses is logged and retried (full_pending), never a start-up failure.
         self._safely(self.full_reconcile, "start-up")
         self._write_subnet_file()
-        threading.Thread(target=self._watch_leases, args=(revision,), name="lease-watch", daemon=True).start()
+        self.feed.start_watch(revision)
 
-    def _template(self) -> Lease:
+    def _template(self, underlay: Optional[Underlay] = None) -> Lease:
         """What this node advertises: its public address(es) and VTEP MAC(s), no subnet yet."""
+        underlay = underlay or self.underlay
         vni = self.config.backend.vni
         v4, v6 = self.paths.get(4), self.paths.get(6)
         return Lease(subnet=None, backend_type="vxlan",
-                     public_ip=ipaddress.ip_address(self.underlay.public_ip) if v4 else None,
+                     public_ip=ipaddress.ip_address(underlay.public_ip) if v4 else None,
                      backend_data={"VNI": vni, "VtepMAC": v4.device.mac} if v4 else {},
-                     public_ipv6=ipaddress.ip_address(self._ipv6_public()) if v6 else None,
+                     public_ipv6=ipaddress.ip_address(self._ipv6_public(underlay)) if v6 else None,
                      backend_v6_data={"VNI": vni, "VtepMAC": v6.device.mac} if v6 else {})
 
     def _family_configs(self) -> dict[int, FamilyConfig]:
@@ -135,15 +142,16 @@ class Daemon:
         return family_configs(c, self.underlay, ipv6_local=ipv6_local,
                               tx_checksum_off=self.settings.vxlan_tx_checksum_off)
 
-    def _ipv6_local(self) -> ipaddress.IPv6Interface:
-        addrs = [a for a in self._nl.addresses(self.underlay.index, family=10) if not a.ip.startswith("fe80")]
+    def _ipv6_local(self, underlay: Optional[Underlay] = None) -> ipaddress.IPv6Interface:
+        underlay = underlay or self.underlay
+        addrs = [a for a in self._nl.addresses(underlay.index, family=10) if not a.ip.startswith("fe80")]
         if not addrs:
-            raise SettingsError(f"EnableIPv6 is set but {self.underlay.name} has no global IPv6 address; "
+            raise SettingsError(f"EnableIPv6 is set but {underlay.name} has no global IPv6 address; "
                                 f"add one or turn IPv6 off in net-conf.json")
         return ipaddress.ip_interface(f"{addrs[0].ip}/{addrs[0].prefixlen}")
 
-    def _ipv6_public(self) -> str:
-        return self.settings.public_ipv6 or self._ipv6_local().ip.compressed
+    def _ipv6_public(self, underlay: Optional[Underlay] = None) -> str:
+        return self.settings.public_ipv6 or self._ipv6_local(underlay).ip.compressed
 
     def _write_subnet_file(self) -> None:
         own, c = self.own, self.config
@@ -160,25 +168,12 @@ class Daemon:
             self.readiness.set("subnet file written")
 
     # -- triggers -------------------------------------------------------------------------------
-    def _watch_leases(self, revision: int) -> None:
-        backoff = Backoff(1.0, 30.0)
-        while not self.stop.is_set():
-            try:
-                for batch in self.backend.watch(revision, self.stop):
-                    self.events.put(("leases", batch, time.monotonic()))
-                    backoff.reset()
-                return
-            except Exception as err:  # the backend reconnects by itself; this is the last resort
-                delay = backoff.next()
-                log.error("lease watch failed: %s; re-snapshot in %.0fs", err, delay)
-                if self.metrics:
-                    self.metrics.watch_restarts.inc()
-                self.stop.wait(delay)
-                try:
-                    leases, revision = self.backend.snapshot()
-                    self.events.put(("snapshot", leases, time.monotonic()))
-                except Exception as err2:
-                    log.error("lease snapshot failed: %s", err2)
+    def _post(self, kind: str, payload) -> None:
+        self.events.put((kind, payload, time.monotonic()))
+
+    def _count_watch_restart(self) -> None:
+        if self.metrics is not None:
+            self.metrics.watch_restarts.inc()
 
     def _watch_links(self, ready: threading.Event) -> None:
         """Netlink link/address events, reopened after any error (a full reconcile covers the gap)."""
@@ -239,17 +234,27 @@ class Daemon:
         self.events.put(("stop", None, time.monotonic()))
 
     def handle(self, batch: list[tuple]) -> None:
-        """One pass over queued triggers: lease events incrementally, anything else in full."""
+        """One pass over queued triggers, in the order they arrived.
+
+        Lease events update the peers as they come; a snapshot replaces the peers and drops the
+        events queued before it (it was read after them: they are in it, or superseded). Lease
+        events alone take the incremental path; anything else runs a full reconcile."""
         lease_events: list[LeaseEvent] = []
         reasons, oldest = set(), None
         for kind, payload, at in batch:
-            if kind != "underlay":
+            if kind not in ("underlay", "moved"):
                 reasons.add(kind)
             if kind == "leases":
                 lease_events.extend(payload)
+                for ev in payload:
+                    if ev.kind == "added":
+                        self.peers[ev.lease.key] = ev.lease
+                    else:
+                        self.peers.pop(ev.lease.key, None)
                 oldest = at if oldest is None else min(oldest, at)
             elif kind == "snapshot":
                 self.peers = {l.key: l for l in payload}
+                lease_events = []
             elif kind == "own":
                 log.warning("own lease is now %s (was %s)", payload.key, self.own.key)
                 self.own = payload
@@ -257,18 +262,10 @@ class Daemon:
             elif kind == "device":
                 log.warning("device %s was deleted; recreating it with every peer", payload.name or payload.index)
             elif kind == "underlay":
-                try:
-                    moved = self._check_underlay()
-                except Exception as err:   # the store may be unreachable: try again next tick
-                    log.error("moving to the new underlay failed: %s; retrying", err)
-                    self.underlay_pending, moved = True, False
-                if moved:                           # else nothing to reconcile for it
+                self._check_underlay()
+            elif kind == "moved":
+                if self._moved(payload):
                     reasons.add("underlay")
-        for ev in lease_events:
-            if ev.kind == "added":
-                self.peers[ev.lease.key] = ev.lease
-            else:
-                self.peers.pop(ev.lease.key, None)
         if reasons - {"leases"} or self.full_pending:
             self._safely(self.full_reconcile, "+".join(sorted(reasons)))
             if self.own_changed and not self.full_pending:
@@ -279,13 +276,10 @@ class Daemon:
         if oldest is not None and self.metrics is not None:
             self.metrics.event_to_kernel.observe(time.monotonic() - oldest)
 
-    def _check_underlay(self) -> bool:
-        """The underlay's addresses changed: move the overlay to what the flags now select.
-
-        The device is recreated on the new local address with the same MAC, and the lease is
-        taken again under the new PublicIP; it keeps its subnet (the key our etcd lease holds
-        is ours), so pods keep their addresses and peers only see a new PublicIP.
-        """
+    def _check_underlay(self) -> None:
+        """The underlay's addresses changed: ask the lease feed to move the lease to what the
+        flags now select. The datapath follows once it has (see _moved); until then the loop
+        keeps repairing the overlay where it is."""
         s = self.settings
         try:
             now = select_underlay(self._nl, ifaces=s.ifaces, iface_regex=s.iface_regex,
@@ -294,21 +288,28 @@ class Daemon:
             if not self.underlay_pending:
                 log.warning("underlay not usable right now (%s); checking again every second", err)
             self.underlay_pending = True
-            return False
+            return
         self.underlay_pending = False
-        if (now.ip, now.index, now.public_ip) == (self.underlay.ip, self.underlay.index, self.underlay.public_ip):
-            return False
+        target = self.moving_to or self.underlay
+        if _same_underlay(now, target):
+            return
+        if self.moving_to is None and _same_underlay(now, self.underlay):
+            return
         log.warning("underlay changed from %s (%s) to %s (%s); moving the overlay to it",
                     self.underlay.name, self.underlay.ip, now.name, now.ip)
-        old, self.underlay = self.underlay, now
-        try:
-            self.backend.reconnect()        # its connection was bound to the old address
-            self.own = self.backend.acquire(self.config, self._template(), self.own.subnet,
-                                            previous_ipv6_subnet=self.own.ipv6_subnet,
-                                            on_change=self._on_own_change)
-        except BaseException:
-            self.underlay = old             # not moved yet: the next check tries again
-            raise
+        self.moving_to = now
+        self.feed.request_move(MoveRequest(now, self.config, self._template(now), self.own.subnet,
+                                           self.own.ipv6_subnet, on_change=self._on_own_change))
+
+    def _moved(self, moved: Moved) -> bool:
+        """The lease feed took the lease for a new underlay: the device follows.
+
+        The device is recreated on the new local address with the same MAC; the lease keeps its
+        subnet (the key our etcd lease holds is ours), so pods keep their addresses and peers
+        only see a new PublicIP. A result for a move since replaced by a newer one is dropped."""
+        if moved.request.underlay is not self.moving_to:
+            return False
+        self.moving_to, self.underlay, self.own = None, moved.request.underlay, moved.lease
         for family, cfg in self._family_configs().items():
             if family in self.paths:
                 self.paths[family].cfg = cfg
@@ -406,6 +407,10 @@ class Daemon:
             log.warning("closing the lease backend: %s", err)
         if self._nl is not None:
             self._nl.close()
+
+
+def _same_underlay(a: Underlay, b: Underlay) -> bool:
+    return (a.ip, a.index, a.public_ip) == (b.ip, b.index, b.public_ip)
 
 
 def _merge(totals: dict, counts: dict) -> None:

@@ -44,6 +44,9 @@ def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.Argum
                    help="health/metrics port; 0 turns the server off (default %(default)s)")
     p.add_argument("--resync", type=float, default=d.resync, metavar="SECONDS",
                    help="full reconcile period (default %(default)s)")
+    p.add_argument("--lease-resync", type=float, default=d.lease_resync, metavar="SECONDS",
+                   help="re-read every lease from the store this often, so any drift heals; 0: only "
+                        "after a watch failure (default %(default)s)")
     p.add_argument("--vxlan-tx-checksum-off", action="store_true",
                    help="turn off tx checksum offload on the vxlan device (flannel #2152)")
     p.add_argument("--cni-socket", default=d.cni_socket, metavar="PATH",
@@ -62,6 +65,7 @@ def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
         iface_can_reach=args.iface_can_reach, public_ip=args.public_ip, public_ipv6=args.public_ipv6,
         ip_masq=args.ip_masq, iptables_forward_rules=args.iptables_forward_rules,
         healthz_ip=args.healthz_ip, healthz_port=args.healthz_port, resync=args.resync,
+        lease_resync=args.lease_resync,
         vxlan_tx_checksum_off=args.vxlan_tx_checksum_off, cni_socket=args.cni_socket,
         cni_data_dir=args.cni_data_dir)
 
