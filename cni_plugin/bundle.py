@@ -14,7 +14,7 @@ Result, the same layout as the source-tree launcher (cni_plugin.launcher):
 
 Nothing from the host's Python is used at run time; the host needs only glibc for overlay.d
 (which every kubelet node has) and nothing at all for the front end. Why a native front end and
-PyInstaller one-dir rather than a copied interpreter: see the README, "Self-contained install".
+PyInstaller one-dir rather than a copied interpreter: see docs/install.md, "Self-contained install".
 """
 from __future__ import annotations
 

@@ -272,7 +272,7 @@ class Lab:
     # -- daemons --------------------------------------------------------------------------------
     def daemon_command(self, node: Node) -> list[str]:
         if self.kube:
-            # Plain HTTP and no credentials: --kube-api-url alone, no kubeconfig (see the README, "The lab in kube mode").
+            # Plain HTTP and no credentials: --kube-api-url alone, no kubeconfig (see docs/lab.md, "The lab in kube mode").
             store = ["--kube-subnet-mgr", f"--kube-api-url={self.kube_api.url}",
                      f"--net-config-path={node.net_conf_file}"]
         else:
