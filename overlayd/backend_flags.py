@@ -12,17 +12,17 @@ from typing import Mapping, Optional
 
 from subnet_lease.backend import LeaseBackend
 from subnet_lease.config import ConfigError
+from subnet_lease.defaults import ANNOTATION_PREFIX as DEFAULT_ANNOTATION_PREFIX
+from subnet_lease.defaults import ETCD_PREFIX
+from subnet_lease.defaults import NET_CONFIG_PATH as DEFAULT_NET_CONFIG_PATH
 from subnet_lease.etcd_backend import DEFAULT_ENDPOINTS, EtcdSettings, split_endpoints
-
-DEFAULT_ANNOTATION_PREFIX = "flannel.alpha.coreos.com"
-DEFAULT_NET_CONFIG_PATH = "/etc/kube-flannel/net-conf.json"
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("lease store (etcd)")
     g.add_argument("--etcd-endpoints", default=",".join(DEFAULT_ENDPOINTS),
                    help="comma-separated etcd URLs (default: %(default)s)")
-    g.add_argument("--etcd-prefix", default="/coreos.com/network",
+    g.add_argument("--etcd-prefix", default=ETCD_PREFIX,
                    help="etcd prefix holding config and subnets/ (default: %(default)s)")
     g.add_argument("--etcd-cafile", default=None, help="CA bundle to verify etcd's TLS certificate")
     g.add_argument("--etcd-certfile", default=None, help="client certificate for etcd (TLS)")

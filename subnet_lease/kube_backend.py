@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from .backend import BackendUnavailable, LeaseError, LeaseHealth, diff_leases
 from .backoff import Backoff
+from .defaults import ANNOTATION_PREFIX, NET_CONFIG_PATH
 from .config import ConfigError, NetConfig, load_net_config
 from .lease import Lease, LeaseEvent, LeaseFormatError, build_lease
 
@@ -42,8 +43,8 @@ class KubeSettings:
     pod_namespace: Optional[str] = None
     api_url: Optional[str] = None            # --kube-api-url
     kubeconfig: Optional[str] = None         # --kubeconfig-file
-    annotation_prefix: str = "flannel.alpha.coreos.com"
-    net_config_path: str = "/etc/kube-flannel/net-conf.json"
+    annotation_prefix: str = ANNOTATION_PREFIX
+    net_config_path: str = NET_CONFIG_PATH
     set_network_unavailable: bool = True
     podcidr_poll_interval: float = 5.0       # while waiting for the controller-manager
     watch_timeout: int = 300                 # server-side timeoutSeconds of one watch request

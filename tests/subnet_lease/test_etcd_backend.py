@@ -127,19 +127,12 @@ def test_missing_network_config_names_the_key_and_fix(etcd_server, etcd_prefix):
         b.close()
 
 
-def _count_reads(backend) -> list:
-    """Every full read of the subnets prefix this backend makes (one etcd range each)."""
-    calls, real = [], backend._read_all
-    backend._read_all = lambda *a, **kw: calls.append(a) or real(*a, **kw)
-    return calls
-
-
 def test_a_start_up_reads_the_leases_once_and_its_snapshot_watch_misses_nothing(etcd_server, etcd_prefix, backends):
     first = backends()
     config = first.get_network_config()
     mine_before = first.acquire(config, template(3))          # this node ran before: its key exists
     me = backends()                                            # ... and now starts again
-    reads = _count_reads(me)
+    reads_before = me.reads.count                              # full reads of the subnets prefix
     # the daemon's start-up: find our lease, acquire, snapshot; a peer arrives in between
     assert me.find_own_lease(template(3).public_ip) == dataclasses.replace(mine_before, ttl=None)
     late = backends()
@@ -147,7 +140,7 @@ def test_a_start_up_reads_the_leases_once_and_its_snapshot_watch_misses_nothing(
     mine = me.acquire(config, template(3))
     leases, revision = me.snapshot(reuse_start_read=True)
     assert mine.subnet == mine_before.subnet
-    assert len(reads) == 1                                     # was 3: find, acquire, snapshot
+    assert me.reads.count - reads_before == 1                  # was 3: find, acquire, snapshot
     assert mine.key in {x.key for x in leases}                 # our own write is in it
     stop = threading.Event()
     it = me.watch(revision, stop)

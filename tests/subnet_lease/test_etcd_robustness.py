@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
+import threading
 
 import pytest
 
-from subnet_lease.backend import BackendUnavailable
+from subnet_lease.backend import BackendUnavailable, LeaseError
 from subnet_lease.config import parse_net_config
+from subnet_lease.etcd_backend import EtcdLeaseBackend, EtcdSettings
+from subnet_lease.etcd_client import EtcdConnection
 from subnet_lease.lease import Lease
 from watching import Collector, wait_for
 
@@ -77,29 +79,63 @@ def test_subnets_held_by_unreadable_keys_are_never_chosen(make, etcd_server, etc
     assert got.key == "10.244.3.0-24"
 
 
-def test_keeper_survives_an_unexpected_error_and_acquire_running_beside_it(make, etcd_server, etcd_prefix, caplog):
-    b = make(check_interval=0.2, backoff_initial=0.1, backoff_max=0.5)
+class HookedConnection(EtcdConnection):
+    """The backend's public seam: every store call goes through `call`; `hook` may wrap it."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.hook = None
+
+    def call(self, what, fn):
+        if self.hook is None:
+            return super().call(what, fn)
+        return self.hook(what, fn, super().call)
+
+
+@pytest.fixture
+def hooked(etcd_server, etcd_prefix):
+    """hooked(**EtcdSettings overrides) -> (backend, its HookedConnection), closed afterwards."""
+    made = []
+
+    def make(**overrides):
+        settings = EtcdSettings(endpoints=(etcd_server.endpoint,), prefix=etcd_prefix, **overrides)
+        conn = HookedConnection(settings)
+        made.append(EtcdLeaseBackend(settings, connection=conn))
+        return made[-1], conn
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def test_keeper_survives_an_unexpected_error_and_acquire_running_beside_it(hooked, etcd_server, etcd_prefix, caplog):
+    b, conn = hooked(check_interval=0.2, backoff_initial=0.1, backoff_max=0.5)
     lease = b.acquire(CONFIG, template(4))
-    real_check, calls = b._check, []
+    checks, checking, acquiring = [], threading.Event(), threading.Event()
+    main = threading.current_thread()
 
-    def check(own):
-        calls.append(own)
-        real_check(own)
-        if len(calls) == 1:
+    def hook(what, fn, call):
+        if what == "range" and threading.current_thread() is main and checking.is_set():
+            acquiring.set()               # acquire() has cleared the own lease and reads now
+        if what != "get own key":
+            return call(what, fn)
+        checks.append(what)
+        result = call(what, fn)
+        if len(checks) == 1:
             # What acquire() does meanwhile in the daemon's thread (the node's address changed):
-            # the own lease is cleared while it re-acquires.
-            with b._state_lock:
-                b._own = None
-        if len(calls) == 3:
+            # this check finishes while acquire() runs beside it.
+            checking.set()
+            acquiring.wait(10)
+        if len(checks) == 3:
             raise RuntimeError("something nobody expected")
+        return result
 
-    b._check = check
-    wait_for(lambda: len(calls) >= 1 and b.own_lease() is None, what="the keeper's first check")
-    time.sleep(0.3)
-    assert b._keeper.is_alive(), "the keeper thread died"
+    conn.hook = hook
+    assert checking.wait(10), "the keeper never checked the own key"
     assert b.acquire(CONFIG, template(4)) == lease                  # the re-acquire finishes
-    wait_for(lambda: len(calls) >= 4, what="the keeper going on after an unexpected error")
-    assert "something nobody expected" in caplog.text and b._keeper.is_alive()
+    assert acquiring.is_set()
+    wait_for(lambda: len(checks) >= 4, what="the keeper going on after an unexpected error")
+    assert "something nobody expected" in caplog.text
     # And it still does its job: a deleted own key comes back.
     etcd_server.etcdctl("del", f"{etcd_prefix}/subnets/{lease.key}")
     wait_for(lambda: b.health().reacquisitions == 1, what="own key re-acquired")
@@ -110,24 +146,25 @@ def test_keeper_survives_an_unexpected_error_and_acquire_running_beside_it(make,
 def test_a_failed_transaction_leaves_no_etcd_lease_behind(make, etcd_server, etcd_prefix):
     before = lease_ids(etcd_server)
     # A value bigger than etcd's request limit (1.5 MiB): the grant works, the transaction fails.
+    # etcd refuses it (INVALID_ARGUMENT): a LeaseError, not a retryable BackendUnavailable.
     b = make(acquire_attempts=3)
-    with pytest.raises(BackendUnavailable):
+    with pytest.raises(LeaseError, match="request is too large") as err:
         b.acquire(CONFIG, template(5, Padding="x" * 2_000_000))
+    assert not isinstance(err.value, BackendUnavailable)
     assert lease_ids(etcd_server) - before == set()
     # The node then starts normally, on exactly one lease.
     lease = b.acquire(CONFIG, template(5))
     assert lease_ids(etcd_server) - before == {lease.lease_id}
 
 
-def test_losing_every_race_is_retryable_and_leaks_no_lease(make, etcd_server, etcd_prefix):
+def test_losing_every_race_is_retryable_and_leaks_no_lease(hooked, etcd_server, etcd_prefix):
     subnets = f"{etcd_prefix}/subnets"
     for i in (1, 2):
         etcd_server.etcdctl("put", f"{subnets}/10.244.{i}.0-24", peer_value(100 + i))
     before = lease_ids(etcd_server)
-    b = make(acquire_attempts=3)
-    real_call = b._call
+    b, conn = hooked(acquire_attempts=3)
 
-    def racing_peer(what, fn):
+    def racing_peer(what, fn, real_call):
         # Another node takes the one free subnet just before each of our transactions, and
         # gives it up again right after (its own start failed), so every attempt loses.
         if what != "transaction":
@@ -138,9 +175,36 @@ def test_losing_every_race_is_retryable_and_leaks_no_lease(make, etcd_server, et
         finally:
             etcd_server.etcdctl("del", f"{subnets}/10.244.3.0-24")
 
-    b._call = racing_peer
+    conn.hook = racing_peer
     with pytest.raises(BackendUnavailable, match="after 3 attempts"):   # the daemon retries it
         b.acquire(SMALL, template(3))
     assert lease_ids(etcd_server) - before == set()
-    b._call = real_call
+    conn.hook = None
     assert b.acquire(SMALL, template(3)).key == "10.244.3.0-24"          # the retry succeeds
+
+
+def test_a_key_that_is_not_utf8_is_skipped_with_a_warning_naming_it(make, etcd_server, etcd_prefix, caplog):
+    subnets = f"{etcd_prefix}/subnets/"
+    etcd_server.etcdctl("put", f"{subnets}10.244.1.0-24", peer_value(1))
+    etcd_server.etcdctl("put", f"{subnets}bad-\xff".encode("latin-1").decode("utf-8", "surrogateescape"),
+                        "{}")
+    b = make()
+    leases, revision = b.snapshot()                  # start-up reads every key: no crash
+    assert [x.key for x in leases] == ["10.244.1.0-24"]
+    assert "bad-\\xff" in caplog.text
+    col = Collector(b, revision, shape=lambda e: (e.kind, e.lease.key))
+    try:
+        # In one watch batch: a good lease, the bad key again, another good lease.
+        client = b.conn.new_client()
+        try:
+            client.transaction(compare=[], failure=[], success=[
+                client.transactions.put(f"{subnets}10.244.2.0-24".encode(), peer_value(2)),
+                client.transactions.put(f"{subnets}bad-".encode() + b"\xfe", "{}"),
+                client.transactions.put(f"{subnets}10.244.3.0-24".encode(), peer_value(3))])
+        finally:
+            client.close()
+        wait_for(lambda: len(col.seen()) >= 2, what="both good leases")
+        assert col.seen() == [("added", "10.244.2.0-24"), ("added", "10.244.3.0-24")]
+        assert b.health().watch_restarts == 0        # the watch did not reconnect over it
+    finally:
+        col.close()

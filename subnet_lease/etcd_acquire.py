@@ -1,0 +1,164 @@
+"""Taking a subnet in etcd: a create-if-absent transaction on the pure allocator's choice.
+
+Losing a race is retried (bounded; then AcquireContended, a BackendUnavailable the daemon
+retries later), and an etcd lease granted for an attempt that did not keep it is revoked.
+Because two different key strings can cover the same addresses (a dual-stack key and a v4-only
+one, or a changed SubnetLen), a successful create is checked once more for overlaps and the
+younger key backs off.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from typing import Optional
+
+from .allocator import choose_subnet, is_own, overlaps
+from .backend import AcquireContended
+from .config import NetConfig
+from .etcd_reads import LeaseReads
+from .lease import Lease, LeaseFormatError, lease_from_json
+
+log = logging.getLogger(__name__)
+
+
+class Acquirer:
+    def __init__(self, conn, reads: LeaseReads, settings, rng: random.Random) -> None:
+        self.conn = conn
+        self.reads = reads
+        self.settings = settings
+        self.rng = rng
+
+    # ---- etcd leases ----------------------------------------------------------------------
+    def keepalive(self, lease_id: int) -> int:
+        """Refresh an etcd lease; its TTL after the refresh (<= 0: the lease is gone)."""
+        responses = self.conn.call("lease keep-alive", lambda c: list(c.refresh_lease(lease_id)))
+        return responses[0].TTL if responses else 0
+
+    def grant(self) -> tuple[int, int]:
+        grant = self.conn.call("lease grant", lambda c: c.lease(self.settings.lease_ttl))
+        return grant.id, grant.ttl
+
+    def revoke(self, lease_id: int) -> None:
+        """Best effort: an etcd lease we granted but do not use would otherwise live 24 h."""
+        try:
+            self.conn.call("lease revoke", lambda c: c.revoke_lease(lease_id))
+            log.info("revoked unused etcd lease %x", lease_id)
+        except Exception as err:  # the store is away: the lease expires after its TTL
+            log.warning("could not revoke unused etcd lease %x: %s", lease_id, err)
+
+    # ---- the subnet -----------------------------------------------------------------------
+    def take(self, config: NetConfig, template: Lease, previous_subnet, previous_ipv6_subnet,
+             reuse_lease_id: Optional[int]) -> tuple[Lease, str]:
+        """One subnet, written; retried (bounded) when another node wins a race.
+
+        An etcd lease granted here is carried from a lost attempt into the next one, and revoked
+        if we end up not using it (a failure, or the key kept an older lease), so a node never
+        leaves a second lease behind for 24 h.
+        """
+        granted: list[int] = []          # etcd leases this call granted (at most one)
+        used: Optional[int] = None
+        try:
+            lease, key = self._attempts(config, template, previous_subnet, previous_ipv6_subnet,
+                                        reuse_lease_id, granted)
+            used = lease.lease_id
+            return lease, key
+        finally:
+            for lease_id in granted:
+                if lease_id != used:
+                    self.revoke(lease_id)
+
+    def _attempts(self, config: NetConfig, template: Lease, previous_subnet,
+                  previous_ipv6_subnet, reuse_lease_id: Optional[int],
+                  granted: list[int]) -> tuple[Lease, str]:
+        s = self.settings
+        last_conflict = "none"
+        for attempt in range(s.acquire_attempts):
+            read = (self.reads.take_handed("acquire") if attempt == 0 else None) or self.reads.read_all()
+            leases, raw, unparsed, _ = read
+            choice = choose_subnet(config, list(leases.values()) + unparsed, template.public_ip,
+                                   public_ipv6=template.public_ipv6,
+                                   previous_subnet=previous_subnet,
+                                   previous_ipv6_subnet=previous_ipv6_subnet,
+                                   own_lease_id=reuse_lease_id, rng=self.rng)
+            new = dataclasses.replace(template, subnet=choice.subnet, ipv6_subnet=choice.ipv6_subnet,
+                                      lease_id=None, ttl=None)
+            key = s.subnets_prefix + new.key
+            tx = None
+            lease_id, ttl = None, None
+            if choice.existing is not None:
+                kv = raw[s.subnets_prefix + choice.existing.key]
+                if choice.existing.lease_id is None:
+                    lease_id = 0                                 # our reservation: stays one
+                else:
+                    left = self.keepalive(choice.existing.lease_id)
+                    if left > 0:
+                        lease_id, ttl = choice.existing.lease_id, left
+                tx = lambda c, kv=kv: c.transactions.mod(key) == kv.mod_revision  # noqa: E731
+            else:
+                tx = lambda c: c.transactions.create(key) == 0  # noqa: E731
+            if lease_id is None and reuse_lease_id:
+                left = self.keepalive(reuse_lease_id)
+                if left > 0:
+                    lease_id, ttl = reuse_lease_id, left
+            if lease_id is None:
+                lease_id, ttl = self.grant()
+                granted.append(lease_id)
+            value = new.to_json()
+            ok, _ = self.conn.call("transaction", lambda c: c.transaction(
+                compare=[tx(c)], success=[c.transactions.put(key, value, lease=lease_id or None)],
+                failure=[]))
+            if ok and choice.existing is None and self._younger_overlap(key, new):
+                ok = False
+            if ok:
+                dropped = self._drop_stale_own(leases, raw, new, template)
+                # For the snapshot that follows: the read as it is now that our writes are done
+                # (at its old revision, so a watch from there replays them, and finds them known).
+                after = {k: v for k, v in leases.items() if k not in dropped}
+                after[key] = dataclasses.replace(new, lease_id=lease_id or None)
+                self.reads.hand_on((after, raw, unparsed, read[3]), to="snapshot")
+                return dataclasses.replace(new, lease_id=lease_id or None, ttl=ttl), key
+            last_conflict = new.key
+            reuse_lease_id = lease_id or reuse_lease_id
+            log.info("subnet %s was taken by another node meanwhile; retrying", new.key)
+            time.sleep(self.rng.uniform(0, 0.02 * (attempt + 1)))
+        # Retryable (BackendUnavailable): the daemon's start-up retry and the keeper try again later.
+        raise AcquireContended(f"could not acquire a subnet after {s.acquire_attempts} attempts: other "
+                               f"nodes kept taking the chosen one (last: {last_conflict}); retrying "
+                               f"later; if this persists, is something writing {s.subnets_prefix} "
+                               f"in a loop?")
+
+    def _drop_stale_own(self, leases: dict, raw: dict, new: Lease, template: Lease) -> list[str]:
+        """Our older keys that the config no longer allows (flannel deletes them too); -> their keys."""
+        dropped = []
+        for key, lease in leases.items():
+            if (key != self.settings.subnets_prefix + new.key and lease.lease_id is not None
+                    and is_own(lease, template.public_ip, template.public_ipv6)):
+                log.info("deleting our stale lease %s", lease.key)
+                kv = raw[key]
+                self.conn.call("delete", lambda c: c.transaction(
+                    compare=[c.transactions.mod(key) == kv.mod_revision],
+                    success=[c.transactions.delete(key)], failure=[]))
+                dropped.append(key)
+        return dropped
+
+    def _younger_overlap(self, key: str, new: Lease) -> bool:
+        """After a create: does an older key cover the same addresses? Then ours backs off."""
+        _, raw, _ = self.reads.read()
+        mine = raw.get(key)
+        if mine is None:
+            return True
+        for other_key, kv in raw.items():
+            if other_key == key:
+                continue
+            try:
+                other = lease_from_json(other_key, kv.value)
+            except LeaseFormatError:
+                continue
+            if overlaps(other, new) and kv.create_revision < mine.create_revision:
+                self.conn.call("delete", lambda c: c.transaction(
+                    compare=[c.transactions.mod(key) == mine.mod_revision],
+                    success=[c.transactions.delete(key)], failure=[]))
+                return True
+        return False
