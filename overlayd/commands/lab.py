@@ -6,6 +6,8 @@ import json
 import sys
 import time
 
+from ..lab import pod_cli as lab_pod
+
 HELP = "a multi-node cluster in network namespaces on this machine (up, status, check, down, demo)"
 
 
@@ -23,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "spec.podCIDR per node, overlayd --kube-subnet-mgr")
         p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                        help="extra overlayd flag for every node, e.g. --daemon-arg=--ip-masq")
+        p.add_argument("--network-policy", action="store_true",
+                       help="run every overlayd with --network-policy (NetworkPolicy enforcement; implies --kube); "
+                            "with demo: the allow-http policy before and after")
     for action, text in (("status", "what a running lab consists of"),
                          ("check", "ping every pod from every pod"),
                          ("down", "remove everything a lab made")):
@@ -31,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if action != "down":
             p.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("list", help="names of the labs that are up")
+    lab_pod.add_arguments(sub)
 
 
 def _say(msg: str) -> None:
@@ -66,9 +72,15 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "list":
             print("\n".join(list_labs()))
             return 0
+        if args.action == "pod":
+            return lab_pod.run(args, _say)
         if args.action in ("up", "demo"):
-            lab = Lab(args.name, log=_say, daemon_args=tuple(args.daemon_arg), dual_stack=args.dual_stack,
-                      kube=args.kube)
+            # Policies, pods and namespaces come from the API: --network-policy implies --kube.
+            daemon_args = tuple(args.daemon_arg) + (("--network-policy",) if args.network_policy else ())
+            lab = Lab(args.name, log=_say, daemon_args=daemon_args, dual_stack=args.dual_stack,
+                      kube=args.kube or args.network_policy)
+            if args.action == "demo" and args.network_policy:
+                args.pods_per_node = 0          # the policy demo makes its own pods (web, frontend, other)
             with interrupts_as_exceptions():
                 try:
                     started = time.monotonic()
@@ -77,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
                     if args.action == "up":
                         print(lab.name)
                         return 0
+                    if args.network_policy:
+                        from ..lab.policy_demo import run as policy_demo
+                        return policy_demo(lab, _say)
                     return _demo(lab)
                 finally:
                     if args.action == "demo":

@@ -67,6 +67,13 @@ class Pod:
     container_id: str
     ip: Optional[str] = None
     ip6: Optional[str] = None
+    # Pods made by `lab pod add` (overlayd.lab.pods): a Kubernetes namespace, labels, containerPorts
+    # and the pod agent serving them; the lab's own pods (n1p1, ...) have no namespace.
+    namespace: Optional[str] = None
+    labels: dict = dataclasses.field(default_factory=dict)
+    ports: list = dataclasses.field(default_factory=list)
+    agent_pid: Optional[int] = None
+    agent_socket: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -434,7 +441,7 @@ class Lab:
                        "subnet": read_env(n.subnet_file).get("FLANNEL_SUBNET"),
                        "daemon_pid": n.pid, "daemon_alive": self.daemon_alive(n),
                        "log": n.log_file} for n in self.nodes],
-            "pods": [dataclasses.asdict(p) for p in self.pods],
+            "pods": [{**dataclasses.asdict(p), "ips": [a for a in (p.ip, p.ip6) if a]} for p in self.pods],
         }
 
     # -- state, for `lab up` then `lab check`/`lab down` in other processes --------------------

@@ -54,9 +54,17 @@ def lab_verbs() -> tuple[str, ...]:
     return tuple(re.search(r"\{([a-z,-]+)\}", help_text("lab")).group(1).split(","))
 
 
+@functools.lru_cache(maxsize=None)
+def sub_verbs(*command: str) -> tuple[str, ...]:
+    """The verbs under a lab verb (`overlayd lab pod {add,del}`), if it has any."""
+    m = re.search(r"^usage:[^{\n]*\{([a-z,-]+)\}", help_text(*command), re.M)
+    return tuple(m.group(1).split(",")) if m else ()
+
+
 def known_flags(command: tuple[str, ...]) -> set[str]:
     if command[:1] == ("lab",) and len(command) == 1:
-        return set().union(*(help_flags("lab", v) for v in lab_verbs()))
+        return set().union(*(help_flags("lab", v) for v in lab_verbs()),
+                           *(help_flags("lab", v, w) for v in lab_verbs() for w in sub_verbs("lab", v)))
     return help_flags(*command)
 
 
@@ -114,6 +122,8 @@ def _invocation(line: str) -> tuple[tuple[str, ...], list[str]]:
         command = (words.pop(0),)
         if command == ("lab",) and words and words[0] in lab_verbs():
             command += (words.pop(0),)
+            if words and words[0] in sub_verbs(*command):
+                command += (words.pop(0),)
     flags = []
     for w in words:
         if w.startswith(("#", "|", ";", "&&")):

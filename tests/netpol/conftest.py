@@ -1,0 +1,41 @@
+"""One lab for the suite's modules: the real kube-apiserver lab with --network-policy on every
+overlayd, three nodes, the nine model pods (x/y/z × a/b/c) made as `overlayd lab pod add` makes
+them. Cases reset to no policies and default labels and wait for the kernel to agree, then apply
+their own."""
+from __future__ import annotations
+
+import pytest
+
+from overlayd.lab.cluster import Lab
+
+from .harness import ModelLab
+
+
+def _bring_up(dual_stack: bool) -> tuple:
+    lab = Lab(kube=True, daemon_args=("--network-policy",), dual_stack=dual_stack)
+    try:
+        lab.up(3, 0)
+        if not lab.wait_converged(60):
+            raise RuntimeError(f"lab {lab.name}: routes did not converge")
+        return lab, ModelLab(lab).deploy()
+    except BaseException:
+        lab.down()
+        raise
+
+
+@pytest.fixture(scope="package")
+def model_lab():
+    lab, model = _bring_up(dual_stack=False)
+    try:
+        yield model
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="package")
+def dual_stack_lab():
+    lab, model = _bring_up(dual_stack=True)
+    try:
+        yield model
+    finally:
+        lab.down()
