@@ -2,7 +2,7 @@
 import os
 
 from . import fastjson, host as hosts, spawn, versions
-from .errors import CniError, GENERIC, INVALID_ENVIRONMENT, DECODE_FAILURE
+from .errors import CniError, GENERIC, INVALID_CONFIG, INVALID_ENVIRONMENT, DECODE_FAILURE
 
 
 class Delegate:
@@ -10,6 +10,10 @@ class Delegate:
 
     def __init__(self, plugin_type: str, search_path, env: dict, version_cache_dir: str = None,
                  host=hosts.LOCAL):
+        if not spawn.plugin_name_ok(plugin_type):
+            raise CniError(INVALID_CONFIG, f"delegate type {plugin_type!r} is not a plugin name",
+                           "delegate.type names a plugin in CNI_PATH, such as \"bridge\"; it cannot be a path "
+                           "(no '/')")
         self.type = plugin_type
         self.path = spawn.find(plugin_type, search_path)
         if self.path is None:
@@ -21,7 +25,11 @@ class Delegate:
         self.host = host
 
     def call(self, command: str, conf: dict, **overrides):
-        """Run `command`; returns the parsed stdout (None if empty). CniError with the delegate's code on failure."""
+        """Run `command`; returns the parsed stdout (None if empty). CniError with the delegate's code on failure.
+
+        The environment is ours with CNI_COMMAND set (and `overrides`: None removes a name); the
+        native front end builds the same one itself (native/delegate.c delegate_env), so the
+        only overrides used are the ones it knows: VERSION goes without the container's."""
         env = dict(self.env)
         env["CNI_COMMAND"] = command
         for name, value in overrides.items():
@@ -30,7 +38,7 @@ class Delegate:
             else:
                 env[name] = value
         try:
-            code, out, err = self.host.run(self.path, [self.path], env, fastjson.dumps(conf).encode())
+            code, out, err = self.host.run(self.type, self.path, env, fastjson.dumps(conf).encode())
         except OSError as exc:
             raise CniError(GENERIC, f"cannot run delegate {self.path}: {exc.strerror}") from None
         parsed = None

@@ -1,4 +1,4 @@
-"""Compile the native front end (native/overlay.c) into an `overlay` executable.
+"""Compile the native front end (native/*.c, main in overlay.c) into an `overlay` executable.
 
 Static when the C library allows it (Debian's libc6-dev does), so the binary runs on any
 x86-64 Linux node whatever its libc; dynamic otherwise. Built once per source version and
@@ -6,14 +6,21 @@ kept beside the source when that directory is writable.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "overlay.c")
+NATIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
+SOURCE = os.path.join(NATIVE, "overlay.c")          # main(), and the compiled-in defaults
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-D_FORTIFY_SOURCE=2"]
+
+
+def sources() -> list[str]:
+    """The C files of the front end; the headers beside them are part of its identity too."""
+    return sorted(glob.glob(os.path.join(NATIVE, "*.c")))
 
 
 class FrontendError(RuntimeError):
@@ -21,8 +28,12 @@ class FrontendError(RuntimeError):
 
 
 def source_digest() -> str:
-    with open(SOURCE, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(NATIVE, "*.[ch]"))):
+        digest.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
 def build(out_path: str, cc: str | None = None) -> str:
@@ -60,12 +71,12 @@ def _compile(cc: str | None) -> str:
     tmp = f"{out}.{os.getpid()}.tmp"
     errors = []
     for extra in (["-static"], []):
-        proc = subprocess.run([cc, *CFLAGS, *extra, "-o", tmp, SOURCE], capture_output=True, text=True)
+        proc = subprocess.run([cc, *CFLAGS, *extra, "-o", tmp, *sources()], capture_output=True, text=True)
         if proc.returncode == 0:
             os.rename(tmp, out)
             return out
         errors.append(proc.stderr.strip())
-    raise FrontendError(f"cannot compile {SOURCE} with {cc}:\n" + "\n".join(errors)[-3000:])
+    raise FrontendError(f"cannot compile {NATIVE} with {cc}:\n" + "\n".join(errors)[-3000:])
 
 
 def main(argv=None) -> int:

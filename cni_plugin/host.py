@@ -8,9 +8,10 @@ from . import netns, spawn
 
 
 class LocalHost:
-    def run(self, path: str, argv, env: dict, stdin: bytes):
-        """-> (exit code, stdout bytes, stderr bytes); OSError if it cannot be started."""
-        return spawn.run(path, argv, env, stdin)
+    def run(self, plugin_type: str, path: str, env: dict, stdin: bytes):
+        """Run delegate `plugin_type`, found at `path`, with env["CNI_COMMAND"], `env` and `stdin`
+        -> (exit code, stdout bytes, stderr bytes); OSError if it cannot be started."""
+        return spawn.run(path, [path], env, stdin)
 
     def interface_exists(self, netns_path: str, ifname: str) -> bool:
         """CniError(INVALID_ENVIRONMENT) if the namespace cannot be entered."""

@@ -6,8 +6,17 @@ for our small, bounded exchanges and cannot dead-lock on a full pipe.
 import os
 
 
+def plugin_name_ok(program) -> bool:
+    """A plugin type names a file in a CNI_PATH directory, never a path (libcni's rule: no '/')."""
+    return isinstance(program, str) and program not in ("", ".", "..") and "/" not in program \
+        and "\0" not in program
+
+
 def find(program: str, search_path) -> str:
-    """The first executable `program` in the CNI_PATH directories, or None."""
+    """The first executable `program` in the CNI_PATH directories, or None (always for a name
+    that is not a plugin name, see plugin_name_ok)."""
+    if not plugin_name_ok(program):
+        return None
     for directory in search_path:
         if directory:
             candidate = os.path.join(directory, program)

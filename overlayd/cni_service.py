@@ -11,6 +11,7 @@ can reach it; requests for another subnet file than this daemon's are sent back 
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -21,12 +22,12 @@ from typing import Optional
 
 from cni_plugin import main as plugin, netns, spawn, wire
 from cni_plugin.cache import DEFAULT_DATA_DIR
-from cni_plugin.errors import CniError, TRY_AGAIN_LATER
+from cni_plugin.errors import CniError, INVALID_ENVIRONMENT, TRY_AGAIN_LATER
 
 log = logging.getLogger("overlayd.cni")
 
 SERVED = ("ADD", "DEL")
-PROTOCOL = b"1"                        # the front end's (cni_plugin/native/overlay.c) wire version
+PROTOCOL = b"2"                        # the front end's (cni_plugin/native/overlay.c) wire version
 
 
 class Refused(Exception):
@@ -56,24 +57,33 @@ class RemoteHost:
             raise FrontEndGone(f"unexpected reply {reply!r}")
         return answer
 
-    def run(self, path: str, argv, env: dict, stdin: bytes):
-        answer = self._ask(wire.EXEC, _bytes(path), stdin, *(_bytes(f"{k}={v}") for k, v in env.items()))
+    def run(self, plugin_type: str, path: str, env: dict, stdin: bytes):
+        """Only the type, the command and stdin go out: the front end finds the type on its own
+        CNI_PATH and builds the environment from its own (native/delegate.c); `path` (our view)
+        and `env` are not sent."""
+        command = env.get("CNI_COMMAND", "")
+        answer = self._ask(wire.EXEC, _bytes(plugin_type), command.encode(), stdin)
         status = answer[0].decode()
+        if status == f"E{errno.ENOENT}":
+            raise CniError(INVALID_ENVIRONMENT, f"delegate plugin {plugin_type!r} not found in CNI_PATH "
+                           f"({env.get('CNI_PATH', '') or 'empty'}) as the runtime sees it",
+                           "install the reference CNI plugins (bridge, host-local, portmap) into the CNI bin dir")
         if status.startswith("E"):
-            errno = int(status[1:])
-            raise OSError(errno, os.strerror(errno))
+            code = int(status[1:])
+            raise OSError(code, os.strerror(code))
         if len(answer) != 3:
             raise FrontEndGone("a plugin run's reply lacks its output")
         return int(status), answer[1], answer[2]
 
     def interface_exists(self, netns_path: str, ifname: str) -> bool:
-        status = self._ask(wire.IFEXISTS, _bytes(netns_path), _bytes(ifname))[0].decode()
+        """The front end looks into its own CNI_NETNS (which `netns_path` came from)."""
+        status = self._ask(wire.IFEXISTS, _bytes(ifname))[0].decode()
         if status in ("yes", "no"):
             return status == "yes"
-        errno = int(status[1:])
+        code = int(status[1:])
         if status.startswith("E"):
-            raise netns.cannot_open(netns_path, os.strerror(errno))
-        raise netns.cannot_enter(netns_path, os.strerror(errno))
+            raise netns.cannot_open(netns_path, os.strerror(code))
+        raise netns.cannot_enter(netns_path, os.strerror(code))
 
 
 class CniService:

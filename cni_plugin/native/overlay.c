@@ -12,12 +12,12 @@
  * full Python plugin instead: overlay.d/overlay beside this executable, fed the same stdin.
  * So a node without overlayd running still gets a correct, only slower, plugin.
  *
- * Wire format, both directions: u32 big-endian payload length, then the payload: one type byte,
- * then blobs, each a u32 big-endian length and its bytes.
- *   client -> service  'Q' "1", stdin, env "K=V"...    the request (protocol version 1)
+ * Wire format, both directions (wire.c): u32 big-endian payload length, then the payload: one
+ * type byte, then blobs, each a u32 big-endian length and its bytes.
+ *   client -> service  'Q' "2", stdin, env "K=V"...    the request (protocol version 2)
  *   service -> client  'A'                             accepted: the daemon is alive and on it
- *                      'X' path, stdin, env "K=V"...   run this plugin, answer with 'R'
- *                      'I' netns path, ifname          does ifname exist there? answer with 'R'
+ *                      'X' type, command, stdin        run delegate `type` for `command`; 'R'
+ *                      'I' ifname                      does ifname exist in CNI_NETNS? 'R'
  *                      'F'                             run the Python plugin instead
  *                      'D' exit code, stdout, stderr   done: print these and exit
  *   client -> service  'R' status[, stdout, stderr]    status: exit code (-N: killed by signal N)
@@ -28,7 +28,13 @@
  * After that it never does: a lost connection is CNI error 11 (try again later), the runtime
  * retries, and the per-pod cache lets its DEL release whatever was made.
  *
- * Only a service run by root is trusted (SO_PEERCRED): the service can ask for any program.
+ * The service is trusted with the protocol, not with the host (delegate.c): it never names a
+ * path or an environment. 'X' names a plugin type, looked up on this process's CNI_PATH (a
+ * type with '/' is refused, as libcni does; one not found is "E2"), run with this process's
+ * environment and CNI_COMMAND; 'I' looks only into this process's CNI_NETNS. An 'X' that breaks
+ * these rules runs nothing: it is a message the front end does not know (the Python plugin
+ * answers if nothing was asked yet, else CNI error 999). Only a service run by root is talked
+ * to at all (SO_PEERCRED).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,54 +54,24 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "frontend.h"
+
 extern char **environ;
 
 #define DEFAULT_SOCKET "/run/flannel/cni.sock"
 #define SOCKET_KEY "cniSocket"
 #define MAX_INPUT (16u << 20)
-#define MAX_MESSAGE (64u << 20)
-#define MAX_BLOBS 4096
-#define PROTOCOL "1"
+#define PROTOCOL "2"
 #define CONNECT_TIMEOUT_S 2
 #define ACCEPT_TIMEOUT_S 5
 #define FIRST_ASK_TIMEOUT_S 120
 #define TRY_AGAIN_LATER 11
 #define GENERIC_ERROR 999
 
-struct buf { unsigned char *data; size_t len, cap; };
-struct msg { unsigned char type; size_t n; unsigned char *blob[MAX_BLOBS]; size_t len[MAX_BLOBS]; unsigned char *raw; };
-
 static struct buf input;          /* the network config from stdin */
 static char **saved_argv;
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-static void *xcalloc(size_t n, size_t size) {
-    void *p = calloc(n ? n : 1, size);
-    if (!p) { perror("overlay: out of memory"); exit(1); }
-    return p;
-}
-
-static void put(struct buf *b, const void *p, size_t n) {
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) cap *= 2;
-        unsigned char *d = realloc(b->data, cap);
-        if (!d) { perror("overlay: out of memory"); exit(1); }
-        b->data = d; b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
-
-static void put_u32(struct buf *b, uint32_t v) {
-    unsigned char x[4] = { v >> 24, v >> 16, v >> 8, v };
-    put(b, x, 4);
-}
-
-static uint32_t get_u32(const unsigned char *p) {
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
 
 static int write_all(int fd, const void *p, size_t n) {
     const unsigned char *c = p;
@@ -138,81 +114,6 @@ static int read_fd_all(int fd, struct buf *b, size_t max) {
         if (r == 0) return 0;
         if (b->len + (size_t)r > max) { errno = EFBIG; return -1; }
         put(b, chunk, (size_t)r);
-    }
-}
-
-/* JSON string contents between quotes at s[i] == '"'; returns the index after the closing quote
- * or 0 on malformed input; *plain says whether it had no escapes. */
-static size_t json_string_end(const unsigned char *s, size_t n, size_t i, int *plain) {
-    *plain = 1;
-    for (i++; i < n; i++) {
-        if (s[i] == '\\') { *plain = 0; i++; continue; }
-        if (s[i] == '"') return i + 1;
-    }
-    return 0;
-}
-
-static size_t skip_ws(const unsigned char *s, size_t n, size_t i) {
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
-    return i;
-}
-
-/* Index after the JSON value starting at s[i], or 0 if malformed. */
-static size_t json_value_end(const unsigned char *s, size_t n, size_t i) {
-    int depth = 0, plain;
-    do {
-        if (i >= n) return 0;
-        unsigned char c = s[i];
-        if (c == '"') { i = json_string_end(s, n, i, &plain); if (!i) return 0; }
-        else if (c == '{' || c == '[') { depth++; i++; }
-        else if (c == '}' || c == ']') { if (--depth < 0) return 0; i++; }
-        else if (depth > 0) i++;
-        else { while (i < n && !strchr(",}] \t\r\n", s[i])) i++; }
-    } while (depth > 0);
-    return i;
-}
-
-/* The value of top-level string member `key` (the last one, as Go's and Python's decoders take
- * it), copied into out: 1. Not there: 0. There but not a plain string that fits: -1. */
-static int json_top_string(const unsigned char *s, size_t n, const char *key, char *out, size_t cap) {
-    size_t klen = strlen(key), i = 0;
-    int plain, found = 0;
-    if (n >= 3 && s[0] == 0xef && s[1] == 0xbb && s[2] == 0xbf) i = 3;   /* a UTF-8 BOM */
-    i = skip_ws(s, n, i);
-    if (i >= n || s[i] != '{') return 0;
-    i = skip_ws(s, n, i + 1);
-    if (i < n && s[i] == '}') return 0;
-    while (i < n && s[i] == '"') {
-        size_t kstart = i + 1, kend = json_string_end(s, n, i, &plain);
-        if (!kend) return 0;
-        int match = plain && kend - 1 - kstart == klen && !memcmp(s + kstart, key, klen);
-        i = skip_ws(s, n, kend);
-        if (i >= n || s[i] != ':') return 0;
-        i = skip_ws(s, n, i + 1);
-        if (match) {
-            size_t vstart = i + 1, vend = i < n && s[i] == '"' ? json_string_end(s, n, i, &plain) : 0;
-            if (!vend || !plain || vend - 1 - vstart >= cap) {
-                found = -1;
-            } else {
-                memcpy(out, s + vstart, vend - 1 - vstart);
-                out[vend - 1 - vstart] = 0;
-                found = 1;
-            }
-        }
-        i = json_value_end(s, n, i);
-        if (!i) return found;
-        i = skip_ws(s, n, i);
-        if (i < n && s[i] == ',') { i = skip_ws(s, n, i + 1); continue; }
-        return found;
-    }
-    return found;
-}
-
-static void json_escaped(struct buf *b, const char *text) {
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        if (*p == '"' || *p == '\\') { put(b, "\\", 1); put(b, p, 1); }
-        else if (*p < 0x20) { char e[8]; snprintf(e, sizeof e, "\\u%04x", *p); put(b, e, 6); }
-        else put(b, p, 1);
     }
 }
 
@@ -267,11 +168,7 @@ static void run_python_plugin(void) {
 
 static int send_msg(int fd, unsigned char type, size_t n, const void *const *blob, const size_t *len) {
     struct buf b = {0};
-    size_t total = 1;
-    for (size_t k = 0; k < n; k++) total += 4 + len[k];
-    put_u32(&b, (uint32_t)total);
-    put(&b, &type, 1);
-    for (size_t k = 0; k < n; k++) { put_u32(&b, (uint32_t)len[k]); put(&b, blob[k], len[k]); }
+    msg_encode(&b, type, n, blob, len);
     int rc = send_all(fd, b.data, b.len);
     free(b.data);
     return rc;
@@ -286,26 +183,7 @@ static int recv_msg(int fd, struct msg *m) {   /* 1 ok, 0 EOF before a message, 
     free(m->raw);
     m->raw = malloc(total);
     if (!m->raw || read_exact(fd, m->raw, total) != 1) return -1;
-    m->type = m->raw[0];
-    m->n = 0;
-    for (size_t i = 1; i < total; ) {
-        if (i + 4 > total || m->n == MAX_BLOBS) { errno = EPROTO; return -1; }
-        uint32_t l = get_u32(m->raw + i);
-        i += 4;
-        if (l > total - i) { errno = EPROTO; return -1; }
-        m->blob[m->n] = m->raw + i;
-        m->len[m->n++] = l;
-        i += l;
-    }
-    return 1;
-}
-
-static char *cstr(const unsigned char *p, size_t n) {
-    char *s = malloc(n + 1);
-    if (!s) { perror("overlay: out of memory"); exit(1); }
-    memcpy(s, p, n);
-    s[n] = 0;
-    return s;
+    return msg_split(m, total) < 0 ? -1 : 1;
 }
 
 static int reply_status(int sock, const char *status, const struct buf *out, const struct buf *err) {
@@ -316,73 +194,81 @@ static int reply_status(int sock, const char *status, const struct buf *out, con
     return send_msg(sock, 'R', out ? 3 : 1, blob, len);
 }
 
-/* 'X': run a plugin with the given stdin and environment; stdio through memfds (no pipe dead-lock). */
-static int do_exec(int sock, const struct msg *m) {
-    char status[32];
-    if (m->n < 2) { errno = EPROTO; return -1; }
-    char *path = cstr(m->blob[0], m->len[0]);
-    size_t nenv = m->n - 2;
-    char **env = xcalloc(nenv + 1, sizeof *env);
-    for (size_t k = 0; k < nenv; k++) env[k] = cstr(m->blob[k + 2], m->len[k + 2]);
-    int fds[3] = { memfd_with(m->blob[1], m->len[1]), memfd_with(NULL, 0), memfd_with(NULL, 0) };
+/* Runs path with argv {path}, env and stdin; stdio through memfds (no pipe dead-lock). The
+ * delegate starts as the runtime would start it: default signal dispositions and an empty
+ * signal mask, whatever this process inherited. 0 and *ws, or an errno. */
+static int spawn_wait(const char *path, char **env, int fds[3], int *ws) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    for (int k = 0; k < 3; k++) posix_spawn_file_actions_adddup2(&actions, fds[k], k);
+    char *argv[] = { (char *)path, NULL };
+    pid_t pid;
+    int e = posix_spawn(&pid, path, &actions, &attr, argv, env);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (!e) {
+        pid_t w;
+        while ((w = waitpid(pid, ws, 0)) < 0 && errno == EINTR) {}
+        if (w < 0) e = errno;
+    }
+    return e;
+}
+
+/* 'X', checked (struct ask): the delegate `type` from our CNI_PATH, with our environment. */
+static int do_exec(int sock, const struct ask *a) {
+    char status[32], path[4096];
+    if (!find_in_path(a->type, getenv("CNI_PATH"), path, sizeof path)) {
+        snprintf(status, sizeof status, "E%d", ENOENT);
+        return reply_status(sock, status, NULL, NULL);
+    }
+    char **env = delegate_env(environ, a->command);
+    int fds[3] = { memfd_with(a->stdin_data, a->stdin_len), memfd_with(NULL, 0), memfd_with(NULL, 0) };
     struct buf out = {0}, err = {0};
-    int rc;
-    if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0) {
-        snprintf(status, sizeof status, "E%d", errno);
+    int rc, ws = 0, e = 0;
+    if (!env) e = ENOMEM;
+    else if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0) e = errno;
+    else e = spawn_wait(path, env, fds, &ws);
+    if (!e) {
+        lseek(fds[1], 0, SEEK_SET);
+        lseek(fds[2], 0, SEEK_SET);
+        if (read_fd_all(fds[1], &out, MAX_MESSAGE / 4) < 0 || read_fd_all(fds[2], &err, MAX_MESSAGE / 4) < 0)
+            e = errno;
+    }
+    if (e) {
+        snprintf(status, sizeof status, "E%d", e);
         rc = reply_status(sock, status, NULL, NULL);
     } else {
-        /* The delegate starts as the runtime would start it: default signal dispositions and
-         * an empty signal mask, whatever this process inherited. */
-        posix_spawn_file_actions_t actions;
-        posix_spawnattr_t attr;
-        sigset_t all, none;
-        sigfillset(&all);
-        sigemptyset(&none);
-        posix_spawn_file_actions_init(&actions);
-        posix_spawnattr_init(&attr);
-        posix_spawnattr_setsigdefault(&attr, &all);
-        posix_spawnattr_setsigmask(&attr, &none);
-        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-        for (int k = 0; k < 3; k++) posix_spawn_file_actions_adddup2(&actions, fds[k], k);
-        char *argv[] = { path, NULL };
-        pid_t pid;
-        int e = posix_spawn(&pid, path, &actions, &attr, argv, env);
-        posix_spawn_file_actions_destroy(&actions);
-        posix_spawnattr_destroy(&attr);
-        int ws = 0;
-        if (!e) {
-            pid_t w;
-            while ((w = waitpid(pid, &ws, 0)) < 0 && errno == EINTR) {}
-            if (w < 0) e = errno;
-        }
-        if (!e) {
-            lseek(fds[1], 0, SEEK_SET);
-            lseek(fds[2], 0, SEEK_SET);
-            if (read_fd_all(fds[1], &out, MAX_MESSAGE / 4) < 0 || read_fd_all(fds[2], &err, MAX_MESSAGE / 4) < 0)
-                e = errno;
-        }
-        if (e) {
-            snprintf(status, sizeof status, "E%d", e);
-            rc = reply_status(sock, status, NULL, NULL);
-        } else {
-            /* as Python's os.waitstatus_to_exitcode: -N when killed by signal N */
-            snprintf(status, sizeof status, "%d", WIFEXITED(ws) ? WEXITSTATUS(ws) : -WTERMSIG(ws));
-            rc = reply_status(sock, status, &out, &err);
-        }
+        /* as Python's os.waitstatus_to_exitcode: -N when killed by signal N */
+        snprintf(status, sizeof status, "%d", WIFEXITED(ws) ? WEXITSTATUS(ws) : -WTERMSIG(ws));
+        rc = reply_status(sock, status, &out, &err);
     }
     for (int k = 0; k < 3; k++) if (fds[k] >= 0) close(fds[k]);
-    for (size_t k = 0; k < nenv; k++) free(env[k]);
-    free(env); free(path); free(out.data); free(err.data);
+    env_free(env);
+    free(out.data); free(err.data);
     return rc;
 }
 
-/* 'I': does the interface exist in that network namespace? setns there and back. */
+/* 'I' ifname: does the interface exist in our CNI_NETNS? setns there and back. */
 static int do_ifexists(int sock, const struct msg *m) {
-    char status[32];
-    if (m->n != 2) { errno = EPROTO; return -1; }
-    char *path = cstr(m->blob[0], m->len[0]), *ifname = cstr(m->blob[1], m->len[1]);
+    char status[32], ifname[IF_NAMESIZE];
+    if (m->n != 1 || m->len[0] == 0 || memchr(m->blob[0], 0, m->len[0])) {
+        errno = EPROTO;
+        return -1;
+    }
+    if (m->len[0] >= sizeof ifname) return reply_status(sock, "no", NULL, NULL);   /* no such name on Linux */
+    memcpy(ifname, m->blob[0], m->len[0]);
+    ifname[m->len[0]] = 0;
+    const char *path = getenv("CNI_NETNS");
     int home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    int target = home < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+    int target = home < 0 ? -1 : !path ? (errno = ENOENT, -1) : open(path, O_RDONLY | O_CLOEXEC);
     if (home < 0 || target < 0) {
         snprintf(status, sizeof status, "E%d", errno);
     } else if (setns(target, CLONE_NEWNET) < 0) {
@@ -395,7 +281,6 @@ static int do_ifexists(int sock, const struct msg *m) {
     }
     if (target >= 0) close(target);
     if (home >= 0) close(home);
-    free(path); free(ifname);
     return reply_status(sock, status, NULL, NULL);
 }
 
@@ -424,6 +309,32 @@ static int connect_service(const char *path) {
     return fd;
 }
 
+/* The request: protocol, stdin, and our environment (the service reads CNI_* from it). */
+static int send_request(int sock) {
+    size_t nenv = 0;
+    while (environ[nenv]) nenv++;
+    const void **blob = calloc(nenv + 2, sizeof *blob);
+    size_t *len = calloc(nenv + 2, sizeof *len);
+    int rc = -1;
+    if (blob && len) {
+        blob[0] = PROTOCOL; len[0] = strlen(PROTOCOL);
+        blob[1] = input.data; len[1] = input.len;
+        for (size_t k = 0; k < nenv; k++) { blob[k + 2] = environ[k]; len[k + 2] = strlen(environ[k]); }
+        rc = send_msg(sock, 'Q', nenv + 2, blob, len);
+    }
+    free(blob); free(len);
+    return rc;
+}
+
+/* A message this front end will not act on: before anything was asked the Python plugin may
+ * still answer; after, the request is lost. */
+static void refuse(int sock, int asked, const char *why) {
+    fprintf(stderr, "overlay: refused a message from overlayd's CNI service: %s; nothing was run\n", why);
+    close(sock);
+    if (!asked) run_python_plugin();
+    cni_fail(GENERIC_ERROR, "overlayd's CNI service asked for something the overlay plugin refuses", why);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     saved_argv = argv;
@@ -445,18 +356,10 @@ int main(int argc, char **argv) {
     int sock = socket_path[0] ? connect_service(socket_path) : -1;
     if (sock < 0) run_python_plugin();
     set_timeout(sock, SO_RCVTIMEO, ACCEPT_TIMEOUT_S);
-
-    size_t nenv = 0;
-    while (environ[nenv]) nenv++;
-    const void **blob = xcalloc(nenv + 2, sizeof *blob);
-    size_t *len = xcalloc(nenv + 2, sizeof *len);
-    blob[0] = PROTOCOL; len[0] = strlen(PROTOCOL);
-    blob[1] = input.data; len[1] = input.len;
-    for (size_t k = 0; k < nenv; k++) { blob[k + 2] = environ[k]; len[k + 2] = strlen(environ[k]); }
-    if (send_msg(sock, 'Q', nenv + 2, blob, len) < 0) run_python_plugin();
-    free(blob); free(len);
+    if (send_request(sock) < 0) run_python_plugin();
 
     static struct msg m;
+    struct ask a;
     int asked = 0;   /* has the service asked for anything (so may have done something)? */
     for (;;) {
         int rc = recv_msg(sock, &m);
@@ -466,6 +369,8 @@ int main(int argc, char **argv) {
                      rc == 0 ? "the daemon closed the connection; the runtime will retry"
                              : strerror(errno));
         }
+        const char *why = NULL;
+        if (m.type == 'X' && (why = ask_parse(&m, &a)) != NULL) refuse(sock, asked, why);
         if (!asked && (m.type == 'X' || m.type == 'I')) {
             set_timeout(sock, SO_RCVTIMEO, 0);   /* from here on the runtime's own timeout rules */
             asked = 1;
@@ -480,13 +385,16 @@ int main(int argc, char **argv) {
             break;
         case 'D': {
             if (m.n != 3) { errno = EPROTO; goto broken; }
-            char *code = cstr(m.blob[0], m.len[0]);
+            char code[16];
+            size_t n = m.len[0] < sizeof code - 1 ? m.len[0] : sizeof code - 1;
+            memcpy(code, m.blob[0], n);
+            code[n] = 0;
             write_all(1, m.blob[1], m.len[1]);
             write_all(2, m.blob[2], m.len[2]);
             return atoi(code);
         }
         case 'X':
-            if (do_exec(sock, &m) < 0) goto broken;
+            if (do_exec(sock, &a) < 0) goto broken;
             break;
         case 'I':
             if (do_ifexists(sock, &m) < 0) goto broken;

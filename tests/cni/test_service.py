@@ -24,15 +24,8 @@ from overlayd.cni_service import CniService
 from overlayd.metrics import Metrics
 
 from cni_chain import ChainError
+from frontend_driver import Scripted, finish, front_end, plugins, wait_until
 
-
-def wait_until(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return bool(cond())
 
 NOTHING = {"veths": [], "ips": [], "cache": []}
 
@@ -165,38 +158,9 @@ def test_the_service_refuses_to_replace_a_file_that_is_not_a_socket(tmp_path):
 
 # --- the front end against scripted services: what it does when the service misbehaves ---------
 
-class Scripted:
-    """A one-connection fake service: records the request, then runs `script(conn)`."""
-
-    def __init__(self, path: str, script):
-        self.path, self.script, self.request = path, script, None
-        self.listener = socket.socket(socket.AF_UNIX)
-        self.listener.bind(path)
-        self.listener.listen(4)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return                                  # closed without a connection
-        with conn:
-            self.request = wire.recv(conn)
-            self.script(conn)
-
-    def close(self):
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)   # wakes a pending accept()
-        except OSError:
-            pass
-        self.thread.join(5)
-        self.listener.close()
-
-
 def _run(node, command="ADD", cid="c1", pod=None, conf=None):
     """-> (rc, parsed stdout, stderr) of one front-end run, as a runtime starts it."""
-    return _finish(_front_end(node, conf or node.runtime._conf(node.plugins()[0], None, None), command, cid, pod))
+    return finish(front_end(node, conf or node.runtime._conf(node.plugins()[0], None, None), command, cid, pod))
 
 
 def test_a_service_that_closes_before_answering_leaves_the_request_to_the_plugin(make_node, tmp_path):
@@ -209,7 +173,7 @@ def test_a_service_that_closes_before_answering_leaves_the_request_to_the_plugin
     assert rc == 0, (out, err)
     kind, blobs = fake.request
     env = dict(b.decode().split("=", 1) for b in blobs[2:])
-    assert kind == wire.REQUEST and blobs[0] == b"1"          # protocol version 1
+    assert kind == wire.REQUEST and blobs[0] == b"2"          # protocol version 2
     assert env["CNI_COMMAND"] == "ADD" and env["CNI_CONTAINERID"] == "c1"
     assert json.loads(blobs[1])["cniSocket"] == sock
     assert node.pod_addrs(pod) == [out["ips"][0]["address"]]
@@ -220,8 +184,8 @@ def test_a_service_that_dies_mid_request_is_try_again_later_not_a_second_attempt
     node = make_node(cni_socket=sock)
 
     def ask_then_die(conn):
-        wire.send(conn, wire.IFEXISTS, b"/proc/self/ns/net", b"lo")
-        assert wire.recv(conn) == (wire.REPLY, [b"yes"])    # the front end answered from its netns
+        wire.send(conn, wire.IFEXISTS, b"lo")
+        assert wire.recv(conn) == (wire.REPLY, [b"yes"])    # the front end looked into CNI_NETNS
 
     fake = Scripted(sock, ask_then_die)
     rc, out, _ = _run(node, pod=node.pod("p1"))
@@ -236,10 +200,9 @@ def test_the_front_end_runs_what_the_service_asks_and_prints_its_answer(make_nod
     seen = {}
 
     def script(conn):
-        env = [b"CNI_COMMAND=VERSION", b"PATH=/usr/bin:/bin"]
-        wire.send(conn, wire.EXEC, b"/usr/lib/cni/host-local", b'{"cniVersion":"1.0.0"}', *env)
+        wire.send(conn, wire.EXEC, b"host-local", b"VERSION", b'{"cniVersion":"1.0.0"}')
         seen["version"] = wire.recv(conn)
-        wire.send(conn, wire.EXEC, b"/nonexistent/plugin", b"", *env)
+        wire.send(conn, wire.EXEC, b"no-such-plugin", b"VERSION", b"")
         seen["missing"] = wire.recv(conn)
         wire.send(conn, wire.DONE, b"3", b'{"cniVersion":"1.0.0","code":3,"msg":"scripted"}\n', b"to stderr\n")
 
@@ -249,7 +212,7 @@ def test_the_front_end_runs_what_the_service_asks_and_prints_its_answer(make_nod
     assert (rc, out["msg"], err) == (3, "scripted", "to stderr\n")
     kind, (status, stdout, _) = seen["version"]
     assert kind == wire.REPLY and status == b"0" and b"supportedVersions" in stdout
-    assert seen["missing"] == (wire.REPLY, [b"E2"])             # ENOENT, reported, not fatal
+    assert seen["missing"] == (wire.REPLY, [b"E2"])             # not on CNI_PATH: ENOENT, not fatal
 
 
 @pytest.mark.parametrize("conf_text, expected", [
@@ -283,12 +246,10 @@ def test_the_front_end_finds_the_top_level_cni_socket(make_node, tmp_path, conf_
 def test_a_service_that_hangs_up_while_the_front_end_answers_is_try_again_later(make_node, tmp_path):
     sock = str(tmp_path / "s.sock")
     node = make_node(cni_socket=sock)
-    slow = tmp_path / "slow"
-    slow.write_text("#!/bin/sh\nsleep 0.3\n")
-    slow.chmod(0o755)
+    plugins(node, tmp_path, slow="#!/bin/sh\nsleep 0.3\n")
     # asks for a run that takes 0.3 s and hangs up at once: the front end's answer meets a closed
     # socket, every time (EPIPE, reported as error 11; not a death by SIGPIPE)
-    fake = Scripted(sock, lambda conn: wire.send(conn, wire.EXEC, str(slow).encode(), b"", b"PATH=/bin"))
+    fake = Scripted(sock, lambda conn: wire.send(conn, wire.EXEC, b"slow", b"ADD", b""))
     rc, out, err = _run(node, pod=node.pod("p1"))
     fake.close()
     assert rc == 1 and out["code"] == 11, (rc, out, err)
@@ -304,7 +265,7 @@ def test_a_delegate_the_daemon_cannot_see_is_left_to_the_plugin(served):
     assert node.leftovers() == NOTHING
 
 
-def test_stopping_the_service_lets_a_request_in_flight_finish(make_node, tmp_path):
+def test_stopping_the_service_lets_a_request_in_flightfinish(make_node, tmp_path):
     """A daemon stopping (SIGTERM, rolling update) while a pod is being set up: that pod still
     gets its answer; only new requests go to the Python plugin."""
     node = make_node()
@@ -316,7 +277,7 @@ def test_stopping_the_service_lets_a_request_in_flight_finish(make_node, tmp_pat
         "CNI_PATH": "/usr/lib/cni", "PATH": "/usr/bin:/bin"}.items()]
     front = socket.socket(socket.AF_UNIX)             # plays the front end, slowly
     front.connect(sock)
-    wire.send(front, wire.REQUEST, b"1", json.dumps(conf).encode(), *env)
+    wire.send(front, wire.REQUEST, b"2", json.dumps(conf).encode(), *env)
     assert wire.recv(front) == (wire.ACCEPTED, [])
     kind, blobs = wire.recv(front)                    # the service wants the delegate run
     assert kind == wire.EXEC
@@ -326,8 +287,10 @@ def test_stopping_the_service_lets_a_request_in_flight_finish(make_node, tmp_pat
     assert closing.is_alive()                         # close() waits for us
     assert not os.path.exists(sock) or _refused(sock) # ... but takes no new request
     while kind == wire.EXEC:                          # run what it asks, like the front end
-        proc = subprocess.run([blobs[0].decode()], input=blobs[1], capture_output=True,
-                              env=dict(b.decode().split("=", 1) for b in blobs[2:]))
+        plugin_type, command, stdin = blobs
+        proc = subprocess.run([os.path.join("/usr/lib/cni", plugin_type.decode())], input=stdin,
+                              capture_output=True, env={**dict(b.decode().split("=", 1) for b in env),
+                                                        "CNI_COMMAND": command.decode()})
         wire.send(front, wire.REPLY, str(proc.returncode).encode(), proc.stdout, proc.stderr)
         kind, blobs = wire.recv(front)
     assert kind == wire.DONE and blobs[0] == b"0", blobs
@@ -349,26 +312,6 @@ def _refused(path: str) -> bool:
 
 # --- what the review found: each a scenario a runtime or an operator can hit ---------------------
 
-def _front_end(node, conf, command="ADD", cid="c1", pod=None, env_extra=None, **popen):
-    """Start the front end like a runtime, in the node's namespace; -> Popen (stdin already sent)."""
-    env = {b"CNI_COMMAND": command.encode(), b"CNI_CONTAINERID": cid.encode(), b"CNI_IFNAME": b"eth0",
-           b"CNI_PATH": os.pathsep.join(node.runtime.cni_path).encode(), b"PATH": b"/usr/sbin:/usr/bin:/sbin:/bin"}
-    if pod:
-        env[b"CNI_NETNS"] = node.netns_path(pod).encode()
-    env.update(env_extra or {})
-    proc = subprocess.Popen(["ip", "netns", "exec", node.netns, node.runtime.overlay], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **popen)
-    proc.stdin.write(json.dumps(conf).encode())
-    proc.stdin.close()
-    return proc
-
-
-def _finish(proc, timeout=60):
-    out = proc.stdout.read()
-    proc.wait(timeout)
-    return proc.returncode, json.loads(out) if out.strip() else "", proc.stderr.read().decode()
-
-
 def test_a_front_end_killed_while_its_delegate_runs_on_leaves_the_cache_for_the_runtimes_del(served, tmp_path):
     """kubelet's timeout kills `overlay` mid-ADD; bridge, already started, finishes as an orphan.
     The service must keep the cache entry, so the runtime's DEL releases the veth and address."""
@@ -382,9 +325,9 @@ def test_a_front_end_killed_while_its_delegate_runs_on_leaves_the_cache_for_the_
     conf = node.runtime._conf(node.plugins()[0], None, None)
     conf["delegate"] = {"type": "slowbridge", "bridge": "cni0", "isGateway": True}
     pod = node.pod("p1")
-    warm = _front_end(node, conf, "DEL", "c0", pod)            # learns slowbridge's versions first
-    assert _finish(warm)[0] == 0
-    proc = _front_end(node, conf, "ADD", "c1", pod)
+    warm = front_end(node, conf, "DEL", "c0", pod)            # learns slowbridge's versions first
+    assert finish(warm)[0] == 0
+    proc = front_end(node, conf, "ADD", "c1", pod)
     assert wait_until(lambda: served.count("ADD", "ok") + served.count("ADD", "error") == 0
                       and (node.root / "cni-cache" / "c1-eth0.json").exists(), 10)
     time.sleep(0.5)                                             # the delegate is running now
@@ -393,7 +336,7 @@ def test_a_front_end_killed_while_its_delegate_runs_on_leaves_the_cache_for_the_
     assert wait_until(lambda: len(node.pod_addrs(pod)) == 1, 10)   # the orphan finished its ADD
     time.sleep(0.5)
     assert node.cache_entries() == ["c1-eth0.json"]           # kept for the runtime's DEL
-    assert _finish(_front_end(node, conf, "DEL", "c1", pod))[0] == 0
+    assert finish(front_end(node, conf, "DEL", "c1", pod))[0] == 0
     assert node.leftovers() == NOTHING
 
 
@@ -401,10 +344,10 @@ def test_an_environment_that_is_not_utf8_is_passed_on_unchanged(served):
     node = served.node
     pod = node.pod("p1")
     conf = node.runtime._conf(node.plugins()[0], None, None)
-    rc, out, err = _finish(_front_end(node, conf, "ADD", "c1", pod, env_extra={b"RUNTIME_NOTE": b"caf\xe9"}))
+    rc, out, err = finish(front_end(node, conf, "ADD", "c1", pod, env_extra={b"RUNTIME_NOTE": b"caf\xe9"}))
     assert rc == 0, (out, err)
     assert served.count("ADD", "ok") == 1
-    rc, out, err = _finish(_front_end(node, conf, "DEL", "c1", pod, env_extra={b"RUNTIME_NOTE": b"caf\xe9"}))
+    rc, out, err = finish(front_end(node, conf, "DEL", "c1", pod, env_extra={b"RUNTIME_NOTE": b"caf\xe9"}))
     assert rc == 0 and node.leftovers() == NOTHING, (out, err)
 
 
@@ -413,17 +356,19 @@ def test_a_runtime_that_ignores_sigchld_still_gets_the_delegates_real_exit_code(
     node = make_node(cni_socket=sock)
     seen = {}
 
+    plugins(node, tmp_path, fails="#!/bin/sh\nexit 1\n", dies="#!/bin/sh\nkill -TERM $$\n")
+
     def script(conn):
-        wire.send(conn, wire.EXEC, b"/bin/false", b"", b"PATH=/usr/bin:/bin")
+        wire.send(conn, wire.EXEC, b"fails", b"DEL", b"")
         seen["false"] = wire.recv(conn)
-        wire.send(conn, wire.EXEC, b"/bin/sh", b"kill -TERM $$\n", b"PATH=/usr/bin:/bin")
+        wire.send(conn, wire.EXEC, b"dies", b"DEL", b"")
         seen["killed"] = wire.recv(conn)
         wire.send(conn, wire.DONE, b"0", b"", b"")
 
     fake = Scripted(sock, script)
     conf = node.runtime._conf(node.plugins()[0], None, None)
-    proc = _front_end(node, conf, "DEL", preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
-    assert _finish(proc)[0] == 0
+    proc = front_end(node, conf, "DEL", preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+    assert finish(proc)[0] == 0
     fake.close()
     assert seen["false"][1][0] == b"1"                           # not "0": a failed delegate stays failed
     assert seen["killed"][1][0] == b"-15"                         # as Python reports a signal death
@@ -446,7 +391,7 @@ def test_a_daemon_that_stopped_accepting_costs_seconds_not_a_hang(make_node, tmp
         fillers.append(c)
     conf = node.runtime._conf(node.plugins()[0], None, None)
     started = time.monotonic()
-    rc, out, err = _finish(_front_end(node, conf, "DEL"), timeout=60)
+    rc, out, err = finish(front_end(node, conf, "DEL"), timeout=60)
     assert rc == 0, (out, err)                                    # the Python plugin answered
     assert time.monotonic() - started < 30
     for c in fillers + [stuck]:
@@ -459,7 +404,7 @@ def test_a_service_that_accepts_but_never_answers_is_left_after_a_few_seconds(ma
     release = threading.Event()
     fake = Scripted(sock, lambda conn: release.wait(30))
     conf = node.runtime._conf(node.plugins()[0], None, None)
-    rc, out, err = _finish(_front_end(node, conf, "DEL"), timeout=60)
+    rc, out, err = finish(front_end(node, conf, "DEL"), timeout=60)
     release.set()
     fake.close()
     assert rc == 0, (out, err)
@@ -471,7 +416,7 @@ def test_nothing_asked_yet_means_the_python_plugin_may_still_answer(make_node, t
     node = make_node(cni_socket=sock)
     fake = Scripted(sock, lambda conn: wire.send(conn, first))
     pod = node.pod("p1")
-    rc, out, err = _finish(_front_end(node, node.runtime._conf(node.plugins()[0], None, None), "ADD", "c1", pod))
+    rc, out, err = finish(front_end(node, node.runtime._conf(node.plugins()[0], None, None), "ADD", "c1", pod))
     fake.close()
     assert rc == 0 and node.pod_addrs(pod) == [out["ips"][0]["address"]], (out, err)
 
@@ -480,15 +425,15 @@ def test_the_service_hands_back_other_protocol_versions_and_data_dirs(served, tm
     node = served.node
     front = socket.socket(socket.AF_UNIX)
     front.connect(served.service.socket_path)
-    wire.send(front, wire.REQUEST, b"2", b"{}", b"CNI_COMMAND=ADD")
+    wire.send(front, wire.REQUEST, b"1", b"{}", b"CNI_COMMAND=ADD")   # protocol 1: an older front end
     assert wire.recv(front) == (wire.FALLBACK, [])
     front.close()
     conf = dict(node.runtime._conf(node.plugins()[0], None, None), dataDir=str(tmp_path / "elsewhere"))
     pod = node.pod("p1")
-    rc, out, _ = _finish(_front_end(node, conf, "ADD", "c1", pod))
+    rc, out, _ = finish(front_end(node, conf, "ADD", "c1", pod))
     assert rc == 0 and served.count("ADD", "fallback") == 1     # the plugin did it, in its own dataDir
     assert os.listdir(tmp_path / "elsewhere") and node.cache_entries() == []
-    assert _finish(_front_end(node, conf, "DEL", "c1", pod))[0] == 0
+    assert finish(front_end(node, conf, "DEL", "c1", pod))[0] == 0
 
 
 def test_a_socket_served_by_someone_other_than_root_is_not_trusted(make_node):
@@ -504,7 +449,7 @@ def test_a_socket_served_by_someone_other_than_root_is_not_trusted(make_node):
     try:
         assert nobody.stdout.readline().strip() == "up"
         node = make_node(cni_socket=sock)
-        rc, out, err = _finish(_front_end(node, node.runtime._conf(node.plugins()[0], None, None), "DEL"))
+        rc, out, err = finish(front_end(node, node.runtime._conf(node.plugins()[0], None, None), "DEL"))
         assert rc == 0, (out, err)                                   # the Python plugin answered
         assert nobody.stdout.readline().strip() == "got 0"           # and nothing was sent there
     finally:
