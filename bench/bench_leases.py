@@ -30,7 +30,7 @@ def _value(i: int) -> str:
 
 def _fill(backend: EtcdLeaseBackend, config, count: int) -> None:
     """`count` peer leases on one shared etcd lease, written 100 per transaction."""
-    client = backend._client()
+    client = backend.conn.client()
     grant = client.lease(86400)
     subnets = list(config.network.subnets(new_prefix=config.subnet_len))[1:count + 1]
     for start in range(0, count, 100):
@@ -62,7 +62,7 @@ def main() -> None:
                 lease = b.acquire(config, template)
                 acquire_times.append(time.perf_counter() - t0)
                 b.close()
-                admin._client().revoke_lease(lease.lease_id)                  # back to 250 leases
+                admin.conn.client().revoke_lease(lease.lease_id)                  # back to 250 leases
             print(f"acquire with 250 leases present (new etcd lease, txn, overlap check): "
                   f"{_ms(acquire_times)} over {len(acquire_times)} runs")
 
@@ -76,7 +76,7 @@ def main() -> None:
                   f"= {pure / statistics.median(acquire_times):.0%} of an acquire")
 
             big = parse_net_config('{"Network":"10.0.0.0/8"}')
-            admin._client().delete_prefix(f"{PREFIX}/subnets/")
+            admin.conn.client().delete_prefix(f"{PREFIX}/subnets/")
             _fill(admin, big, 5000)
             snap_times = []
             for _ in range(5):

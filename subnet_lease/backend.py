@@ -4,8 +4,9 @@ The daemon talks to a backend only through this, and gets plain data back
 (NetConfig, Lease, LeaseEvent, LeaseHealth).
 
 Revisions: `snapshot()` returns every lease plus the store revision it was read at
-(etcd revision, or the Node list's resourceVersion). Pass that revision unchanged to
-`watch()`: it emits every change made *after* it (etcd: watch from revision + 1).
+(etcd: the revision, an int; kube: the Node list's resourceVersion, an opaque string that is
+never parsed or compared). Pass that revision unchanged to `watch()`: it emits every change
+made *after* it (etcd: watch from revision + 1).
 """
 from __future__ import annotations
 
