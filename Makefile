@@ -9,7 +9,7 @@ DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nft
 	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux binutils gcc libc6-dev
 PYTEST_ARGS ?=
 
-.PHONY: deps deb venv test demo bench clean kind-e2e
+.PHONY: deps deb venv test demo bench clean kind-e2e netpol-long
 
 deps: deb venv
 
@@ -36,6 +36,10 @@ demo: deps
 
 bench: deps
 	$(PY) -m bench
+
+# The NetworkPolicy suite's generated cases at length: 20 seeds x 60 steps (make test runs 5 x 40).
+netpol-long: deps
+	NETPOL_SEEDS=$$(seq -s, 1 20) NETPOL_STEPS=60 $(PY) -m pytest tests/netpol/test_generated.py $(PYTEST_ARGS)
 
 # Needs Docker and kind; not run by `make test` (static checks of it are).
 kind-e2e: deps

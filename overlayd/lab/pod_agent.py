@@ -12,6 +12,8 @@
     {"op": "probe", "targets": [[ip, port, "TCP"|"UDP"], ...], "timeout": 0.5} -> {"results": [name|null, ...]}
     {"op": "sctp_send", "targets": [[ip, port, tag], ...]}                     -> {"sent": n}
     {"op": "sctp_seen"}                                                        -> {"seen": [[src, port, tag], ...]}
+    {"op": "watch", "target": [ip, port, proto], "want": true|false, ...}     -> {"at": time.time()}
+    {"op": "connect_rate", "target": [ip, port], "seconds": 3, "parallel": 8} -> {"per_second": ...}
     {"op": "ping"}                                                             -> {"name": ...}
   A probe's result is the server's answer ("<ns/pod> <source address it saw>") when a TCP
   connection was set up and the answer read back (or a UDP reply came), null when it timed out or
@@ -29,6 +31,7 @@ import random
 import socket
 import struct
 import sys
+import time
 
 IPPROTO_SCTP = 132
 
@@ -148,6 +151,10 @@ class Agent:
                 reply = {"sent": self._sctp_send(req["targets"])}
             elif op == "sctp_seen":
                 reply, self.sctp_seen = {"seen": self.sctp_seen}, []
+            elif op == "watch":
+                reply = await self._watch(req)
+            elif op == "connect_rate":
+                reply = await self._connect_rate(req)
             elif op == "ping":
                 reply = {"name": self.name, "pid": os.getpid()}
             else:
@@ -180,6 +187,50 @@ class Agent:
         except (OSError, asyncio.TimeoutError):
             return None
         return None
+
+    async def _watch(self, req: dict) -> dict:
+        """Start a probe every `interval` s until one started at time T sees `want` (allowed:
+        answered; denied: no answer) and the next `confirm` do too; -> {"at": T (time.time())}.
+        The benchmarks time policy changes with it: T is when the first packet met the new rules."""
+        ip, port, proto = req["target"]
+        want, interval = bool(req["want"]), float(req.get("interval", 0.005))
+        attempt_timeout, confirm = float(req.get("attempt_timeout", 0.1)), int(req.get("confirm", 3))
+        deadline = time.monotonic() + float(req.get("deadline", 10))
+        attempts: list = []                     # (start wall time, task), in start order
+        try:
+            while time.monotonic() < deadline:
+                attempts.append((time.time(), asyncio.ensure_future(self._probe(ip, int(port), proto, attempt_timeout))))
+                await asyncio.sleep(interval)
+                seen = []                           # verdicts of the finished prefix, in start order
+                for _, task in attempts:
+                    if not task.done():
+                        break
+                    seen.append((task.result() is not None) == want)
+                for i in range(len(seen) - confirm):
+                    if all(seen[i:i + confirm + 1]):
+                        return {"at": attempts[i][0], "attempts": len(attempts)}
+            return {"at": None, "attempts": len(attempts)}
+        finally:
+            for _, task in attempts:
+                task.cancel()
+
+    async def _connect_rate(self, req: dict) -> dict:
+        """New TCP connections per second to target (connect, read the answer, close), by
+        `parallel` loops for `seconds`."""
+        ip, port = req["target"][0], int(req["target"][1])
+        seconds, parallel = float(req.get("seconds", 3)), int(req.get("parallel", 8))
+        end = time.monotonic() + seconds
+        counts = [0, 0]
+
+        async def loop():
+            while time.monotonic() < end:
+                ok = await self._probe(ip, port, "TCP", 1.0)
+                counts[0 if ok else 1] += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(loop() for _ in range(parallel)))
+        elapsed = time.monotonic() - started
+        return {"ok": counts[0], "failed": counts[1], "seconds": elapsed, "per_second": counts[0] / elapsed}
 
     def _sctp_send(self, targets) -> int:
         sent = 0

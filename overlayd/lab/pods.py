@@ -210,8 +210,9 @@ def find(lab, namespace: str, pod: str):
     return next((p for p in lab.pods if getattr(p, "namespace", None) == namespace and p.name == pod), None)
 
 
-def add(lab, spec: PodSpec, log: Callable[[str], None] = lambda m: None):
-    """Create, wire, report and serve one pod; all or nothing. Returns the lab's Pod record."""
+def add(lab, spec: PodSpec, log: Callable[[str], None] = lambda m: None, marks: Optional[dict] = None):
+    """Create, wire, report and serve one pod; all or nothing. Returns the lab's Pod record.
+    `marks` (for benchmarks) gets "status": time.time() just before status.podIPs is written."""
     from .cluster import Pod
     validate(spec, [n.name for n in lab.nodes])
     if find(lab, spec.namespace, spec.pod):
@@ -234,6 +235,8 @@ def add(lab, spec: PodSpec, log: Callable[[str], None] = lambda m: None):
             raise LabError(f"CNI ADD for {spec.namespace}/{spec.pod} returned no IP: {result}")
         pid, sock = start_agent(lab, spec, netns)
         undo.push("pod agent", lambda: _kill(pid))
+        if marks is not None:
+            marks["status"] = time.time()
         if api is not None:
             api.request("PATCH", f"/api/v1/namespaces/{spec.namespace}/pods/{spec.pod}/status",
                         pod_status(ips, node.underlay_ip), "application/merge-patch+json")

@@ -1,0 +1,150 @@
+"""Bench (b) and (c) of bench_netpol: a kube lab with --network-policy on three nodes.
+
+(b) Event to enforced, by traffic probes. A pod agent keeps starting probes every 5 ms (each a new
+    TCP connection); a change is timed from just before its API write to the start of the first
+    probe that sees the new verdict (and the three after it agree). Kinds: a client pod's label
+    change (grant and revoke), a policy update (grant and revoke), and a new pod that a policy
+    selects (from status.podIPs written to the first allowed connection; before that it is closed).
+(c) Data path, cross-node (client on n2, server on n1): iperf3 TCP throughput and new connections
+    per second (the agent's connect loops), with no policy and with 1,000 policies in the server's
+    namespace, every one selecting the server, the client allowed only by the last (the longest
+    chain this engine builds for one pod). Same lab, same pods, one run.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import threading
+import time
+
+from overlayd.lab import pods as labpods
+from overlayd.lab.cluster import Lab
+
+NS = "bench"
+NP = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
+ROUNDS = 20
+NEW_PODS = 10
+
+
+def _policy(name: str, from_labels: dict) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"podSelector": {"matchLabels": {"app": "srv"}},
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": from_labels}}]}]}}
+
+
+def _timed(lab, watcher, target, want: bool, change) -> float:
+    """ms from the API write to the first probe that met the new rules."""
+    result = {}
+
+    def watch():
+        result.update(labpods.agent_request(watcher.agent_socket, {
+            "op": "watch", "target": target, "want": want, "interval": 0.005, "attempt_timeout": 0.1,
+            "confirm": 3, "deadline": 10}, timeout=20))
+
+    t = threading.Thread(target=watch)
+    t.start()
+    time.sleep(0.1)              # the agent is probing the old verdict before the change is written
+    t0 = time.time()
+    change()
+    t.join()
+    if result.get("at") is None:
+        raise RuntimeError(f"the change was not enforced within 10 s ({result})")
+    return (result["at"] - t0) * 1000
+
+
+def _p(values: list, q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def event_to_enforced(lab, srv, cli) -> dict:
+    target = [srv.ip, 80, "TCP"]
+    out = {"label change": [], "policy update": [], "new pod": []}
+    lab.api.request("POST", NP, _policy("srv-allow", {"access": "yes"}))
+    for _ in range(ROUNDS):
+        out["label change"].append(_timed(lab, cli, target, True,
+                                          lambda: labpods.set_labels(lab, NS, "cli", {"role": "client", "access": "yes"})))
+        out["label change"].append(_timed(lab, cli, target, False,
+                                          lambda: labpods.set_labels(lab, NS, "cli", {"role": "client"})))
+    for _ in range(ROUNDS):
+        out["policy update"].append(_timed(lab, cli, target, True,
+                                           lambda: lab.api.request("PUT", f"{NP}/srv-allow", _policy("srv-allow", {"role": "client"}))))
+        out["policy update"].append(_timed(lab, cli, target, False,
+                                           lambda: lab.api.request("PUT", f"{NP}/srv-allow", _policy("srv-allow", {"access": "yes"}))))
+    labpods.set_labels(lab, NS, "cli", {"role": "client", "access": "yes"})
+    for i in range(NEW_PODS):
+        marks = {}
+        pod = labpods.add(lab, labpods.PodSpec(NS, f"new-{i}", f"n{i % 3 + 1}", {"app": "srv"}, []), marks=marks)
+        # the agent in the new pod is up before its IP is published; probe from the client until allowed
+        res = labpods.agent_request(cli.agent_socket, {"op": "watch", "target": [pod.ip, 80, "TCP"], "want": True,
+                                                      "interval": 0.005, "attempt_timeout": 0.1, "confirm": 3,
+                                                      "deadline": 10}, timeout=20)
+        out["new pod"].append((res["at"] - marks["status"]) * 1000 if res["at"] else float("inf"))
+        labpods.delete(lab, NS, f"new-{i}")
+    lab.api.request("DELETE", NP)
+    return {k: {"n": len(v), "p50_ms": _p(v, 0.5), "p99_ms": _p(v, 0.99), "max_ms": max(v)} for k, v in out.items()}
+
+
+def _iperf(lab, srv, cli, seconds: int = 3) -> float:
+    server = subprocess.Popen(["ip", "netns", "exec", srv.netns, "iperf3", "-s", "-1", "-p", "5201"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            out = subprocess.run(["ip", "netns", "exec", cli.netns, "iperf3", "-c", srv.ip, "-p", "5201", "-t",
+                                  str(seconds), "-J"], capture_output=True, text=True)
+            if out.returncode == 0:
+                return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+            time.sleep(0.1)
+        raise RuntimeError(f"iperf3 failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _conn_rate(cli, srv) -> float:
+    return labpods.agent_request(cli.agent_socket, {"op": "connect_rate", "target": [srv.ip, 80],
+                                                    "seconds": 3, "parallel": 8}, timeout=30)["per_second"]
+
+
+def data_path(lab, srv, cli, runs: int = 3) -> dict:
+    labpods.set_labels(lab, NS, "cli", {"role": "client", "client": "id-999"})
+    results = {"none": {"gbps": [], "conn_s": []}, "1000 policies": {"gbps": [], "conn_s": []}}
+    for _ in range(runs):                       # interleaved, so drift of the shared machine hits both
+        for mode in results:
+            if mode == "none":
+                lab.api.request("DELETE", NP)
+            else:
+                existing = lab.api.request("GET", NP).get("items", [])
+                if len(existing) < 1000:
+                    for i in range(1000):
+                        lab.api.request("POST", NP, _policy(f"np-{i}", {"client": f"id-{i}"}))
+            labpods.agent_request(cli.agent_socket, {"op": "watch", "target": [srv.ip, 80, "TCP"], "want": True,
+                                                    "deadline": 60}, timeout=70)
+            results[mode]["gbps"].append(_iperf(lab, srv, cli))
+            results[mode]["conn_s"].append(_conn_rate(cli, srv))
+    lab.api.request("DELETE", NP)
+    med = {m: {k: statistics.median(v) for k, v in r.items()} for m, r in results.items()}
+    return {**med, "ratio_gbps": med["1000 policies"]["gbps"] / med["none"]["gbps"],
+            "ratio_conn_s": med["1000 policies"]["conn_s"] / med["none"]["conn_s"]}
+
+
+def main() -> None:
+    lab = Lab(kube=True, daemon_args=("--network-policy",))
+    try:
+        lab.up(3, 0)
+        lab.wait_converged(60)
+        srv = labpods.add(lab, labpods.PodSpec(NS, "srv", "n1", {"app": "srv"}, [("http", 80, "TCP")]))
+        cli = labpods.add(lab, labpods.PodSpec(NS, "cli", "n2", {"role": "client"}, []))
+        b = event_to_enforced(lab, srv, cli)
+        for kind, f in b.items():
+            print(f"(b) event to enforced, {kind}: p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
+                  f"max {f['max_ms']:.0f} ms over {f['n']} (target p99 <= 100 ms)", flush=True)
+        c = data_path(lab, srv, cli)
+        print(f"(c) cross-node TCP: {c['none']['gbps']:.2f} Gbit/s and {c['none']['conn_s']:.0f} new conn/s with no "
+              f"policy; {c['1000 policies']['gbps']:.2f} Gbit/s and {c['1000 policies']['conn_s']:.0f} conn/s with "
+              f"1,000 policies: {c['ratio_gbps']:.2f}x throughput, {c['ratio_conn_s']:.2f}x new connections "
+              f"(target >= 0.95x)", flush=True)
+    finally:
+        lab.down()
