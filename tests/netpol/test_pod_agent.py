@@ -74,3 +74,23 @@ def test_bad_labels_and_names():
         labpods.validate(labpods.PodSpec("Bad_NS", "p", "n1"), ["n1"])
     with pytest.raises(LabError, match="--node 'n4'"):
         labpods.validate(labpods.PodSpec("ns", "p", "n4"), ["n1", "n2"])
+
+
+def test_watch_and_connect_rate(etcd_lab):
+    lab = etcd_lab
+    a = labpods.add(lab, labpods.PodSpec("t2", "a", "n1", {}, []))
+    b = labpods.add(lab, labpods.PodSpec("t2", "b", "n2", {}, []))
+    try:
+        allowed = labpods.agent_request(b.agent_socket, {"op": "watch", "target": [a.ip, 80, "TCP"], "want": True,
+                                                        "deadline": 5})
+        assert allowed["at"] is not None and allowed["attempts"] >= 4
+        # nothing listens on 9: every attempt is refused, so "denied" is seen at once
+        refused = labpods.agent_request(b.agent_socket, {"op": "watch", "target": [a.ip, 9, "TCP"], "want": False,
+                                                        "deadline": 5})
+        assert refused["at"] is not None
+        rate = labpods.agent_request(b.agent_socket, {"op": "connect_rate", "target": [a.ip, 80], "seconds": 0.5,
+                                                     "parallel": 2})
+        assert rate["ok"] > 10 and rate["failed"] == 0
+    finally:
+        labpods.delete(lab, "t2", "a")
+        labpods.delete(lab, "t2", "b")
