@@ -38,7 +38,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--kube-subnet-mgr", action="store_true",
                    help="take the subnet from Node.spec.podCIDR instead of etcd")
     k.add_argument("--kube-api-url", default="", help="API server URL (default: in-cluster or kubeconfig)")
-    k.add_argument("--kubeconfig-file", default="", help="kubeconfig to use (default: in-cluster config)")
+    k.add_argument("--kubeconfig-file", "--kubeconfig", default="",
+                   help="kubeconfig to use, for the lease store in kube mode and for --network-policy "
+                        "(default: in-cluster config)")
     k.add_argument("--kube-annotation-prefix", default=DEFAULT_ANNOTATION_PREFIX,
                    help="prefix of the node annotations (default: %(default)s)")
     k.add_argument("--net-config-path", default=DEFAULT_NET_CONFIG_PATH,

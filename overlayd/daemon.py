@@ -45,13 +45,16 @@ def random_mac() -> str:
 
 class Daemon:
     def __init__(self, settings: DaemonSettings, backend, *, metrics=None, readiness=None, rules=None,
-                 heartbeat=None):
+                 heartbeat=None, before_subnet_file=None):
         self.settings = settings
         self.backend = backend
         self.metrics = metrics          # overlayd.metrics.Metrics or None
         self.readiness = readiness      # overlayd.health.Readiness or None
         self.rules = rules              # overlayd.rules.RulesKeeper or None
         self.beat = heartbeat.beat if heartbeat is not None else (lambda: None)
+        # Called with our lease before subnet.env is written (network policy closes the node's
+        # pod addresses first, so no pod is wired before its rules can be: overlayd.policy.agent).
+        self.before_subnet_file = before_subnet_file
         self.started = False
         self.events: queue.Queue = queue.Queue()
         self.stop = threading.Event()
@@ -155,6 +158,8 @@ class Daemon:
 
     def _write_subnet_file(self) -> None:
         own, c = self.own, self.config
+        if self.before_subnet_file is not None:
+            self.before_subnet_file(own)
         mtus = [p.device.mtu for p in self.paths.values()]
         content = SubnetFile(
             network=c.network if 4 in self.paths else None,

@@ -55,6 +55,13 @@ def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.Argum
     p.add_argument("--cni-data-dir", default=d.cni_data_dir, metavar="PATH",
                    help="the CNI plugin's dataDir the service serves; it must be the node's own "
                         "directory (a hostPath at the same path) (default %(default)s)")
+    p.add_argument("--network-policy", action="store_true",
+                   help="enforce Kubernetes NetworkPolicy on this node's pods with nftables (watches Pods, "
+                        "Namespaces and NetworkPolicies; in etcd mode pass --kubeconfig); implies --ip-masq "
+                        "(see docs/network-policy.md)")
+    p.add_argument("--network-policy-log-group", type=int, default=d.network_policy_log_group, metavar="N",
+                   help="log denied packets (rate limited) to nflog group N, read them with "
+                        "`overlayd policy log`; 0 turns it off (default %(default)s)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return p
 
@@ -63,11 +70,16 @@ def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
     return DaemonSettings(
         subnet_file=args.subnet_file, ifaces=tuple(args.iface), iface_regex=tuple(args.iface_regex),
         iface_can_reach=args.iface_can_reach, public_ip=args.public_ip, public_ipv6=args.public_ipv6,
-        ip_masq=args.ip_masq, iptables_forward_rules=args.iptables_forward_rules,
+        # With policy on, pod sources must survive pod-to-pod traffic: overlayd masquerades (it
+        # keeps pod -> pod sources) and subnet.env tells the bridge not to (its ipMasq would not).
+        ip_masq=args.ip_masq or args.network_policy, iptables_forward_rules=args.iptables_forward_rules,
         healthz_ip=args.healthz_ip, healthz_port=args.healthz_port, resync=args.resync,
         lease_resync=args.lease_resync,
         vxlan_tx_checksum_off=args.vxlan_tx_checksum_off, cni_socket=args.cni_socket,
-        cni_data_dir=args.cni_data_dir)
+        cni_data_dir=args.cni_data_dir, network_policy=args.network_policy,
+        network_policy_log_group=args.network_policy_log_group,
+        node_name=args.node_name or os.environ.get("NODE_NAME") or None,
+        kube_api_url=args.kube_api_url or None, kubeconfig=args.kubeconfig_file or None)
 
 
 def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
@@ -87,7 +99,9 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         readiness, metrics = Readiness(*conditions), Metrics()
         heartbeat = Heartbeat(max_age=max(30.0, 3 * settings.resync))
         backend = make_backend(args)
-        daemon = Daemon(settings, backend, metrics=metrics, readiness=readiness, rules=rules, heartbeat=heartbeat)
+        policy = _policy_agent(settings, backend, metrics) if settings.network_policy else None
+        daemon = Daemon(settings, backend, metrics=metrics, readiness=readiness, rules=rules, heartbeat=heartbeat,
+                        before_subnet_file=policy.on_lease if policy is not None else None)
 
         def liveness():
             # While start-up waits (for etcd, for a podCIDR) the daemon is alive but not ready.
@@ -98,7 +112,9 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
             if not status.ok and not daemon.started:
                 waiting = _waiting_for(backend)
                 if waiting:
-                    return Status(False, f"{status.reason}; {waiting}")
+                    status = Status(False, f"{status.reason}; {waiting}")
+            if policy is not None:
+                status = _with_policy(status, policy.status())
             return status
 
         server = cni = None
@@ -127,6 +143,8 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         daemon.start_with_retry()
+        if policy is not None and not daemon.stop.is_set():
+            policy.start()
         if not daemon.stop.is_set():
             daemon.run()
     except Exception as err:
@@ -136,6 +154,8 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         return 1
     finally:
         daemon.shutdown()
+        if policy is not None:
+            policy.close()          # the table stays: pods stay policed while overlayd restarts
         if cni is not None:
             cni.close()
         if server is not None:
@@ -165,6 +185,36 @@ def handle_signals(actions: dict) -> None:
                     action(signum)
 
     threading.Thread(target=loop, name="signals", daemon=True).start()
+
+
+def _policy_agent(settings: DaemonSettings, backend, metrics):
+    """--network-policy: the watcher/engine (overlayd.policy), with the API credentials we have."""
+    from .policy.agent import PolicyAgent
+    from .policy.watch import make_api_client
+
+    def node_name() -> str:
+        if settings.node_name:
+            return settings.node_name
+        if hasattr(backend, "node_name"):      # kube mode knows its node
+            return backend.node_name()
+        raise ValueError("--network-policy needs this node's Kubernetes name: pass --node-name or set NODE_NAME")
+
+    if not settings.node_name and not hasattr(backend, "node_name"):
+        node_name()     # fail now, with the flag to set, not after the lease is taken
+    return PolicyAgent(node_name=node_name, registry=metrics.registry, log_group=settings.network_policy_log_group,
+                       resync=settings.resync,
+                       api_client_factory=lambda: make_api_client(settings.kube_api_url, settings.kubeconfig))
+
+
+def _with_policy(status, policy):
+    if status.ok and not policy.ok:
+        status = type(status)(False, f"not ready: {policy.reason}")
+    elif not status.ok and not policy.ok:
+        status = type(status)(False, f"{status.reason}; {policy.reason}")
+    if policy.warnings:
+        status = type(status)(status.ok, f"{status.reason}; ignored: {' | '.join(policy.warnings[:5])}"
+                              + (f" (+{len(policy.warnings) - 5} more)" if len(policy.warnings) > 5 else ""))
+    return status
 
 
 def _waiting_for(backend) -> Optional[str]:

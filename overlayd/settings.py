@@ -25,4 +25,9 @@ class DaemonSettings:
     vxlan_tx_checksum_off: bool = False
     cni_socket: str = SOCKET_DEFAULT         # the CNI service (overlayd.cni_service); "" turns it off
     cni_data_dir: str = DEFAULT_DATA_DIR      # the plugin cache the service shares with the node
+    network_policy: bool = False          # enforce NetworkPolicy (overlayd.policy); implies ip_masq
+    network_policy_log_group: int = 0     # nflog group for denied packets (overlayd policy log); 0: off
+    node_name: Optional[str] = None       # this node's Kubernetes name (--node-name / $NODE_NAME)
+    kube_api_url: Optional[str] = None    # the API for the policy watcher (--kube-api-url)
+    kubeconfig: Optional[str] = None      # its credentials (--kubeconfig); neither: in-cluster
     netns: Optional[str] = None           # run the datapath in this namespace (tests); None: our own

@@ -34,9 +34,11 @@ UNREACHABLE_WITH_THIS_MANIFEST = {
 def _api_classes() -> dict[str, type]:
     """method name -> the client API class that has it (CoreV1Api first)."""
     by_name: dict[str, type] = {}
+    # kubernetes.client loads its API classes lazily: vars() holds only those imported so far.
+    names = getattr(kubernetes.client, "__all__", None) or list(vars(kubernetes.client))
     classes = [kubernetes.client.CoreV1Api] + [
-        cls for name, cls in vars(kubernetes.client).items()
-        if name.endswith("Api") and inspect.isclass(cls) and cls is not kubernetes.client.CoreV1Api]
+        cls for cls in (getattr(kubernetes.client, n) for n in names if n.endswith("Api"))
+        if inspect.isclass(cls) and cls is not kubernetes.client.CoreV1Api]
     for cls in classes:
         for name in dir(cls):
             if name.startswith(VERB_PREFIXES) and not name.endswith("_with_http_info"):
@@ -206,4 +208,8 @@ def test_rbac_is_exactly_what_the_code_calls(recording_api_server):
     assert not unused, f"the ClusterRole grants what no code calls: {sorted(unused)}"
     # What the issue names, as a readable summary of the above.
     assert granted == {("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "watch"),
-                       ("", "nodes/status", "patch")}
+                       ("", "nodes/status", "patch"),
+                       # --network-policy (issue 10): the policy watcher's list + watch
+                       ("", "pods", "list"), ("", "pods", "watch"), ("", "namespaces", "list"),
+                       ("", "namespaces", "watch"), ("networking.k8s.io", "networkpolicies", "list"),
+                       ("networking.k8s.io", "networkpolicies", "watch")}

@@ -1,0 +1,240 @@
+"""The pure compile step: (cluster, this node) -> the nftables model of our one `inet` table.
+
+Layout (render.py writes it, docs/network-policy.md explains it):
+
+  forward (base chain, hook forward)
+    ct state established,related accept          conntrack first: replies of allowed connections
+    ICMPv6 neighbour discovery accept
+    saddr in @node4/@node6 accept                 the node's own addresses (kubelet probes)
+    saddr or daddr in this node's pod CIDRs but not in @known4/@known6 -> drop
+                                                  fail closed: a local address whose pod the engine
+                                                  has not compiled yet gets nothing
+    saddr vmap @eg4/@eg6                          local pod isolated for egress -> its chain
+    daddr vmap @in4/@in6                          local pod isolated for ingress -> its chain
+
+  in-<hash> / eg-<hash>: one chain per distinct set of rules (pods with the same policies and
+  resolved named ports share one); each allowing rule `return`s, the end counts and drops.
+  Peers are named sets per policy rule (pr-...), egress named ports a set of (address, proto,
+  port) per rule (pn-...). Only policies that select a pod on this node are rendered.
+
+Pod churn therefore changes set and map elements; a chain appears or goes only when a pod's
+set of rules is new. The model is plain data; diff.py turns two models into a transaction.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import re
+from typing import Iterable, Optional
+
+from .model import Policy, Pod, Rule
+from .semantics import (EGRESS, INGRESS, Cluster, addressable, block_nets, peer_pods, port_ranges,
+                        rules_of, selecting)
+
+TABLE = "overlayd-policy"
+ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+FAMILY = {4: "ip", 6: "ip6"}
+PREFIX = {INGRESS: "in", EGRESS: "eg"}
+LOG_PREFIX = "overlayd-np "       # + "in ns/pod" / "eg ns/pod" (the drop chain's first pod)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeInfo:
+    """This node, as the compile step needs it. Addresses and CIDRs are strings."""
+    name: str
+    pod_cidrs: tuple[str, ...] = ()       # this node's pod subnets (its lease), per family
+    addresses: tuple[str, ...] = ()       # the node's own addresses: traffic from them is allowed
+    log_group: int = 0                    # nflog group for denied packets; 0: no log
+    log_rate: int = 10                    # denied packets logged per second at most (per chain)
+
+
+@dataclasses.dataclass(frozen=True)
+class NftSet:
+    type: str
+    flags: tuple[str, ...] = ()
+    elements: frozenset = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class NftMap:
+    type: str
+    elements: tuple[tuple[str, str], ...] = ()     # (key, verdict), sorted
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    policies: int = 0            # policies selecting at least one local pod (rendered)
+    pods_selected: int = 0       # local pods isolated in at least one direction
+    local_pods: int = 0
+    elements: int = 0            # set and map elements in the model
+
+
+@dataclasses.dataclass(frozen=True)
+class NftModel:
+    sets: dict          # name -> NftSet
+    maps: dict          # name -> NftMap
+    chains: dict        # name -> tuple of rule texts (base chain "forward" included)
+    counters: tuple     # named counters (drops per policy and direction), sorted
+    log_group: int = 0
+    stats: Stats = Stats()
+    counter_of: dict = dataclasses.field(default_factory=dict, compare=False)  # counter -> (policy key, dir)
+
+
+def _h(*parts) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
+
+
+def counter_name(policy: Policy, direction: str) -> str:
+    name = f"drop_{PREFIX[direction]}_{policy.namespace}_{policy.name}"
+    return name if len(name) <= 120 and re.fullmatch(r"[A-Za-z0-9_.\-]+", name) else f"drop_{_h(name)}"
+
+
+def _nets(items: Iterable) -> dict:
+    """{4: [...], 6: [...]} disjoint, collapsed prefixes as strings."""
+    by = {4: [], 6: []}
+    for n in items:
+        net = ipaddress.ip_network(n, strict=False)
+        by[net.version].append(net)
+    return {v: [str(n) for n in ipaddress.collapse_addresses(nets)] for v, nets in by.items()}
+
+
+def _port_exprs(ranges) -> list[str]:
+    """nft match expressions for (protocol, lo, hi) ranges; [] when nothing can match."""
+    protos = sorted({p.lower() for p, lo, _ in ranges if lo is None})
+    ported = sorted({f"{p.lower()} . {lo}" + (f"-{hi}" if hi != lo else "")
+                     for p, lo, hi in ranges if lo is not None and p.lower() not in protos})
+    out = []
+    if protos:
+        out.append(f"meta l4proto {{ {', '.join(protos)} }}")
+    if ported:
+        out.append(f"meta l4proto . th dport {{ {', '.join(ported)} }}")
+    return out
+
+
+class _Builder:
+    def __init__(self, cluster: Cluster, node: NodeInfo):
+        self.cluster, self.node = cluster, node
+        self.sets: dict = {}
+        self.chains: dict = {}
+        self.counters: dict = {}
+
+    def peer_set(self, policy: Policy, direction: str, idx: int, rule: Rule) -> str:
+        base = f"pr-{_h(policy.key, direction, idx)}"
+        if f"{base}-4" not in self.sets:
+            addrs = [ip for peer in rule.peers for pod in peer_pods(self.cluster, policy, peer) for ip in pod.ips]
+            addrs += [str(n) for peer in rule.peers if peer.ip_block is not None for n in block_nets(peer)]
+            nets = _nets(addrs)
+            for v in (4, 6):
+                self.sets[f"{base}-{v}"] = NftSet(ADDR_TYPE[v], ("interval",), frozenset(nets[v]))
+        return base
+
+    def named_set(self, policy: Policy, idx: int, rule: Rule, specs) -> str:
+        """Egress named ports: (destination address, protocol, its port) for every destination pod."""
+        base = f"pn-{_h(policy.key, idx)}"
+        if f"{base}-4" not in self.sets:
+            if rule.peers is None:
+                pods = [p for p in self.cluster.pods.values() if addressable(p)]
+            else:
+                pods = {p.key: p for peer in rule.peers for p in peer_pods(self.cluster, policy, peer)}
+                for p in self.cluster.pods.values():   # pod addresses inside an ipBlock count too
+                    if addressable(p) and any(peer.ip_block is not None and any(peer.ip_block.contains(ip) for ip in p.ips)
+                                              for peer in rule.peers):
+                        pods[p.key] = p
+                pods = list(pods.values())
+            elems = {4: set(), 6: set()}
+            for pod in pods:
+                for spec in specs:
+                    for proto, lo, _ in port_ranges(spec, pod):
+                        for ip in pod.ips:
+                            elems[ipaddress.ip_address(ip).version].add(f"{ip} . {proto.lower()} . {lo}")
+            for v in (4, 6):
+                self.sets[f"{base}-{v}"] = NftSet(f"{ADDR_TYPE[v]} . inet_proto . inet_service", (),
+                                                  frozenset(elems[v]))
+        return base
+
+    def rule_lines(self, policy: Policy, direction: str, idx: int, rule: Rule, target: Optional[Pod]) -> list[str]:
+        addr = "saddr" if direction == INGRESS else "daddr"
+        if rule.ports is None:
+            port_exprs = [""]
+            named = []
+        else:
+            ranges, named = [], []
+            for spec in rule.ports:
+                if direction == EGRESS and isinstance(spec.port, str):
+                    named.append(spec)
+                else:
+                    ranges += port_ranges(spec, target)
+            port_exprs = [" " + e for e in _port_exprs(ranges)]
+        lines = []
+        if rule.peers is None:
+            lines += [f"{e.strip()} return" if e else "return" for e in port_exprs]
+        elif port_exprs:
+            base = self.peer_set(policy, direction, idx, rule)
+            for e in port_exprs:
+                lines += [f"{FAMILY[v]} {addr} @{base}-{v}{e} return" for v in (4, 6)]
+        if named:
+            base = self.named_set(policy, idx, rule, named)
+            lines += [f"{FAMILY[v]} daddr . meta l4proto . th dport @{base}-{v} return" for v in (4, 6)]
+        return lines
+
+    def pod_chain(self, pod: Pod, direction: str, policies: list[Policy]) -> str:
+        lines = []
+        for policy in policies:
+            for idx, rule in enumerate(rules_of(policy, direction)):
+                lines += self.rule_lines(policy, direction, idx, rule, pod if direction == INGRESS else None)
+        if self.node.log_group:
+            lines.append(f"limit rate {self.node.log_rate}/second log group {self.node.log_group} "
+                         f"prefix \"{LOG_PREFIX}{PREFIX[direction]}\"")
+        drop = ""
+        for policy in policies:
+            name = counter_name(policy, direction)
+            self.counters[name] = (policy.key, direction)
+            drop += f"counter name \"{name}\" "
+        lines.append(drop + "drop")
+        name = f"{PREFIX[direction]}-{_h(*lines)}"
+        self.chains[name] = tuple(lines)
+        return name
+
+
+def compile_model(cluster: Cluster, node: NodeInfo) -> NftModel:
+    b = _Builder(cluster, node)
+    local = sorted((p for p in cluster.pods.values() if p.node == node.name and addressable(p)),
+                   key=lambda p: p.key)
+    maps = {f"{PREFIX[d]}{v}": [] for d in (INGRESS, EGRESS) for v in (4, 6)}
+    active, selected = set(), set()
+    for pod in local:
+        for direction in (INGRESS, EGRESS):
+            policies = selecting(cluster, pod, direction)
+            if not policies:
+                continue
+            active.update(p.key for p in policies)
+            selected.add(pod.key)
+            chain = b.pod_chain(pod, direction, policies)
+            for ip in pod.ips:
+                maps[f"{PREFIX[direction]}{ipaddress.ip_address(ip).version}"].append((ip, f"jump {chain}"))
+    node_nets, pod_nets = _nets(node.addresses), _nets(node.pod_cidrs)
+    known = _nets(ip for p in local for ip in p.ips)
+    sets = dict(b.sets)
+    for v in (4, 6):
+        sets[f"node{v}"] = NftSet(ADDR_TYPE[v], ("interval",), frozenset(node_nets[v]))
+        sets[f"podnet{v}"] = NftSet(ADDR_TYPE[v], ("interval",), frozenset(pod_nets[v]))
+        sets[f"known{v}"] = NftSet(ADDR_TYPE[v], ("interval",), frozenset(known[v]))
+    forward = ["ct state established,related accept",
+               "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, "
+               "nd-router-advert, nd-redirect } accept",
+               "ip saddr @node4 accept", "ip6 saddr @node6 accept"]
+    for v in (4, 6):
+        f = FAMILY[v]
+        forward += [f"{f} saddr @podnet{v} {f} saddr != @known{v} counter name \"drop_unknown_pod\" drop",
+                    f"{f} daddr @podnet{v} {f} daddr != @known{v} counter name \"drop_unknown_pod\" drop"]
+    forward += ["ip saddr vmap @eg4", "ip6 saddr vmap @eg6", "ip daddr vmap @in4", "ip6 daddr vmap @in6"]
+    chains = dict(b.chains)
+    chains["forward"] = tuple(forward)
+    nmaps = {name: NftMap(ADDR_TYPE[int(name[-1])] + " : verdict", tuple(sorted(elems)))
+             for name, elems in maps.items()}
+    counters = dict(b.counters)
+    counters["drop_unknown_pod"] = ("", "")
+    n_elems = sum(len(s.elements) for s in sets.values()) + sum(len(m.elements) for m in nmaps.values())
+    stats = Stats(len(active), len(selected), len(local), n_elems)
+    return NftModel(sets, nmaps, chains, tuple(sorted(counters)), node.log_group, stats, counters)
