@@ -99,6 +99,26 @@ def _nets(items: Iterable) -> dict:
     return {v: [str(n) for n in ipaddress.collapse_addresses(nets)] for v, nets in by.items()}
 
 
+def _addresses(ips: Iterable[str], blocks: Iterable) -> dict:
+    """{4: [...], 6: [...]}: single addresses and ipBlock networks as disjoint interval-set elements.
+
+    The fast path (no blocks) never builds ipaddress objects for the pods' addresses: those are
+    distinct by construction. With blocks, addresses inside a block are left to the block."""
+    blocks = list(blocks)
+    out = {4: set(), 6: set()}
+    if not blocks:
+        for ip in ips:
+            out[6 if ":" in ip else 4].add(ip)
+        return {v: sorted(e) for v, e in out.items()}
+    nets = _nets(str(b) for b in blocks)
+    ranges = [ipaddress.ip_network(n) for v in (4, 6) for n in nets[v]]
+    for ip in ips:
+        addr = ipaddress.ip_address(ip)
+        if not any(addr.version == r.version and addr in r for r in ranges):
+            out[addr.version].add(ip)
+    return {v: sorted(out[v] | set(nets[v])) for v in (4, 6)}
+
+
 def _port_exprs(ranges) -> list[str]:
     """nft match expressions for (protocol, lo, hi) ranges; [] when nothing can match."""
     protos = sorted({p.lower() for p, lo, _ in ranges if lo is None})
@@ -122,9 +142,8 @@ class _Builder:
     def peer_set(self, policy: Policy, direction: str, idx: int, rule: Rule) -> str:
         base = f"pr-{_h(policy.key, direction, idx)}"
         if f"{base}-4" not in self.sets:
-            addrs = [ip for peer in rule.peers for pod in peer_pods(self.cluster, policy, peer) for ip in pod.ips]
-            addrs += [str(n) for peer in rule.peers if peer.ip_block is not None for n in block_nets(peer)]
-            nets = _nets(addrs)
+            ips = [ip for peer in rule.peers for pod in peer_pods(self.cluster, policy, peer) for ip in pod.ips]
+            nets = _addresses(ips, (n for peer in rule.peers if peer.ip_block is not None for n in block_nets(peer)))
             for v in (4, 6):
                 self.sets[f"{base}-{v}"] = NftSet(ADDR_TYPE[v], ("interval",), frozenset(nets[v]))
         return base
@@ -214,7 +233,7 @@ def compile_model(cluster: Cluster, node: NodeInfo) -> NftModel:
             for ip in pod.ips:
                 maps[f"{PREFIX[direction]}{ipaddress.ip_address(ip).version}"].append((ip, f"jump {chain}"))
     node_nets, pod_nets = _nets(node.addresses), _nets(node.pod_cidrs)
-    known = _nets(ip for p in local for ip in p.ips)
+    known = _addresses((ip for p in local for ip in p.ips), ())
     sets = dict(b.sets)
     for v in (4, 6):
         sets[f"node{v}"] = NftSet(ADDR_TYPE[v], ("interval",), frozenset(node_nets[v]))

@@ -7,6 +7,7 @@ Nothing here knows nftables.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from typing import Optional, Union
 
@@ -117,7 +118,7 @@ class Pod:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    @property
+    @functools.cached_property
     def label_dict(self) -> dict:
         return dict(self.labels)
 
@@ -127,7 +128,7 @@ class Namespace:
     name: str
     labels: tuple[tuple[str, str], ...]
 
-    @property
+    @functools.cached_property
     def label_dict(self) -> dict:
         return dict(self.labels)
 

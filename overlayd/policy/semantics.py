@@ -6,6 +6,7 @@ build on these functions, so the kernel's rules and the explanations cannot disa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from typing import Iterable, Iterator, Optional
 
@@ -32,6 +33,30 @@ class Cluster:
         # A namespace we have not seen yet still carries the label the API server always sets.
         return ns.label_dict if ns is not None else {"kubernetes.io/metadata.name": name}
 
+    @functools.cached_property
+    def pods_by_namespace(self) -> dict:
+        """namespace -> its addressable pods (the peers a selector can match)."""
+        out: dict = {}
+        for pod in self.pods.values():
+            if addressable(pod):
+                out.setdefault(pod.namespace, []).append(pod)
+        return out
+
+    @functools.cached_property
+    def policies_by_namespace(self) -> dict:
+        out: dict = {}
+        for policy in self.policies.values():
+            out.setdefault(policy.namespace, []).append(policy)
+        return out
+
+    def peer_pods(self, policy_namespace: str, peer: Peer) -> list:
+        """Pods a selector peer matches, memoised per (namespace, peer) for one compile."""
+        memo = self.__dict__.setdefault("_peer_memo", {})
+        key = (policy_namespace, peer)
+        if key not in memo:
+            memo[key] = list(_peer_pods(self, policy_namespace, peer))
+        return memo[key]
+
 
 def addressable(pod: Pod) -> bool:
     """A pod that can be a peer or a target: has addresses of its own, is not finished."""
@@ -47,26 +72,28 @@ def selecting(cluster: Cluster, pod: Pod, direction: str) -> list[Policy]:
     if pod.host_network:
         return []
     labels = pod.label_dict
-    return sorted((p for p in cluster.policies.values()
-                   if p.namespace == pod.namespace and rules_of(p, direction) is not None
-                   and p.pod_selector.matches(labels)), key=lambda p: p.key)
+    return sorted((p for p in cluster.policies_by_namespace.get(pod.namespace, ())
+                   if rules_of(p, direction) is not None and p.pod_selector.matches(labels)),
+                  key=lambda p: p.key)
 
 
-def peer_pods(cluster: Cluster, policy: Policy, peer: Peer) -> Iterator[Pod]:
-    """Pods a selector peer matches (ipBlock peers match addresses, not pods: see peer_nets)."""
+def peer_pods(cluster: Cluster, policy: Policy, peer: Peer) -> list:
+    """Pods a selector peer matches (ipBlock peers match addresses, not pods: see block_nets)."""
+    return cluster.peer_pods(policy.namespace, peer)
+
+
+def _peer_pods(cluster: Cluster, policy_namespace: str, peer: Peer) -> Iterator[Pod]:
     if peer.ip_block is not None:
         return
-    for pod in cluster.pods.values():
-        if not addressable(pod):
-            continue
-        if peer.namespace_selector is None:
-            if pod.namespace != policy.namespace:
-                continue
-        elif not peer.namespace_selector.matches(cluster.namespace_labels(pod.namespace)):
-            continue
-        if peer.pod_selector is not None and not peer.pod_selector.matches(pod.label_dict):
-            continue
-        yield pod
+    if peer.namespace_selector is None:
+        namespaces = [policy_namespace]
+    else:
+        namespaces = [ns for ns in cluster.pods_by_namespace
+                      if peer.namespace_selector.matches(cluster.namespace_labels(ns))]
+    for ns in namespaces:
+        for pod in cluster.pods_by_namespace.get(ns, ()):
+            if peer.pod_selector is None or peer.pod_selector.matches(pod.label_dict):
+                yield pod
 
 
 def block_nets(peer: Peer) -> list:
