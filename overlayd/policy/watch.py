@@ -99,6 +99,11 @@ class Watcher:
                 except Exception:
                     pass
 
+    def list_all(self) -> None:
+        """List every kind once into the cache (`overlayd policy explain`); raises on errors."""
+        for kind in KINDS:
+            self._list(kind)
+
     def errors(self) -> dict:
         with self._lock:
             return dict(self._errors)

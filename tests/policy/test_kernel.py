@@ -8,6 +8,7 @@ for pods not compiled yet, and the conntrack cut of connections no longer allowe
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -173,3 +174,25 @@ def test_connections_no_longer_allowed_are_cut(lab):
     assert n >= 1
     assert not pods["r"].ask("ping 0.5")
     check(pods, "b", "r", True)                                # b's own connections were not cut
+
+
+def test_denied_packets_reach_overlayd_policy_log(lab):
+    node, pods, applier = lab
+    deny = policy("x", "deny", {"matchLabels": {"app": "web"}}, ingress=[])
+    logged = NodeInfo(NODE.name, NODE.pod_cidrs, NODE.addresses, log_group=4242)
+    applier.update(compile_model(cluster(API_PODS, [], [deny]), logged))
+    overlayd = os.path.join(os.path.dirname(sys.executable), "overlayd")
+    reader = subprocess.Popen(["ip", "netns", "exec", node, overlayd, "policy", "log", "--group", "4242",
+                               "--count", "1", "--timeout", "20", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "denied packets" in reader.stderr.readline()      # bound to the group: safe to send
+        check(pods, "b", "a", False, port=81)
+        out, _ = reader.communicate(timeout=30)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    record = json.loads(out.splitlines()[0])
+    assert record["direction"] == "in" and record["src"] == PODS["b"][0] and record["dst"] == PODS["a"][0]
+    assert record["protocol"] == "tcp" and record["dport"] == 81
