@@ -27,7 +27,8 @@ from overlayd.entries import Entries, FdbEntry, NeighEntry, PeerEntries, Plan, R
 from overlayd.lab.cleanup import Cleanup, interrupts_as_exceptions
 from overlayd.lab.netns import add_netns, ip, unique_token
 from overlayd.netlink import Netlink, VxlanSpec
-from overlayd.netlink_wire import parse_routes, socket_in_netns
+from overlayd.netlink_parse import parse_routes
+from overlayd.netlink_wire import socket_in_netns
 from overlayd.settings import DaemonSettings
 from subnet_lease.backend import LeaseHealth
 from subnet_lease.config import NetConfig, parse_net_config

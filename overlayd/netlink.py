@@ -1,9 +1,10 @@
 """Netlink, and nothing else: the only module that imports pyroute2.
 
 Small functions on plain data (overlayd.entries, LinkInfo). Every pyroute2 error is turned into
-DatapathError here, in one place, with the errno meanings decided once:
-  - ENOENT/ESRCH on delete: the entry is already gone, which is what we wanted: success.
-  - EEXIST on an add we issue with replace/append semantics does not happen; elsewhere it is an error.
+DatapathError, with the errno meanings decided once in overlayd.netlink_errors (for both
+transports): ENODEV is DeviceMissing; ENOENT/ESRCH/ENODEV/EADDRNOTAVAIL on delete mean the entry
+is already gone, which is what we wanted: success. EEXIST on an add we issue with replace/append
+semantics does not happen; elsewhere it is an error.
 A Netlink object must be used from the thread that created it (pyroute2 0.9 binds its loop to it).
 
 Bulk work (the ARP/FDB/route entries of thousands of peers, and their dumps) does not go through
@@ -12,7 +13,6 @@ at a time and hand-parsed answers. Links, addresses and the link watcher stay on
 """
 from __future__ import annotations
 
-import dataclasses
 import errno as errno_mod
 import ipaddress
 import logging
@@ -27,10 +27,13 @@ from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP
 
 from .entries import Entries, FdbEntry, NeighEntry, Plan, RouteEntry
 from .errors import DatapathError, DeviceMissing
+from .netlink_types import Address, ApplyResult, LinkEvent, LinkInfo, VxlanSpec  # noqa: F401 (re-exported)
+from .netlink_errors import datapath_error, error_code, from_exception, is_gone
 from .netlink_wire import (AF_INET, AF_INET6, ETHTOOL_GTXCSUM, ETHTOOL_STXCSUM, RT_TABLE_MAIN, RTM_GETNEIGH,
                            RTM_GETROUTE, RTPROT_KERNEL, RTPROT_OVERLAYD, Request, Wire, _family, ethtool_value,
                            fdb_dump_request, fdb_request, ip_text, neigh_dump_request, neigh_request,
-                           parse_neighbours, parse_routes, route_dump_request, route_request, within)
+                           route_dump_request, route_request)
+from .netlink_parse import parse_neighbours, parse_routes, within
 
 log = logging.getLogger(__name__)
 
@@ -45,57 +48,6 @@ IFA_F_NODAD = 0x02
 # hands the socket back, so SIGTERM ends it at once.
 pyroute2_config.disable_mp_signal = True
 
-_GONE = (errno_mod.ENOENT, errno_mod.ESRCH, errno_mod.ENODEV, errno_mod.EADDRNOTAVAIL)
-
-
-@dataclasses.dataclass(frozen=True)
-class VxlanSpec:
-    name: str
-    vni: int
-    port: int
-    local_ip: str
-    underlay_index: int
-    mtu: int
-    mac: Optional[str] = None
-    learning: bool = False
-    gbp: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class LinkInfo:
-    index: int
-    name: str
-    mac: Optional[str]
-    mtu: int
-    kind: Optional[str]
-    up: bool
-    vxlan_id: Optional[int] = None
-    vxlan_port: Optional[int] = None
-    vxlan_local: Optional[str] = None
-    vxlan_link: Optional[int] = None
-    vxlan_learning: Optional[bool] = None
-    vxlan_gbp: bool = False
-
-    def matches(self, spec: VxlanSpec) -> bool:
-        """True if this existing device can be adopted for spec (MTU and MAC are fixed in place)."""
-        return (self.kind == "vxlan" and self.vxlan_id == spec.vni and self.vxlan_port == spec.port
-                and self.vxlan_local == spec.local_ip and self.vxlan_link == spec.underlay_index
-                and bool(self.vxlan_learning) == spec.learning and self.vxlan_gbp == spec.gbp)
-
-
-@dataclasses.dataclass(frozen=True)
-class Address:
-    index: int
-    ip: str
-    prefixlen: int
-
-
-@dataclasses.dataclass(frozen=True)
-class LinkEvent:
-    """Something about links or addresses changed: kind is link-new/link-del/addr-new/addr-del."""
-    kind: str
-    index: int
-    name: Optional[str] = None
 
 
 class Netlink:
@@ -105,7 +57,7 @@ class Netlink:
         try:
             self._ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
         except (NetlinkError, OSError) as err:
-            raise DatapathError(f"open netlink socket (netns {netns})", getattr(err, "code", 0) or getattr(err, "errno", 0) or 0, str(err)) from None
+            raise from_exception(f"open netlink socket (netns {netns})", err) from None
 
     def close(self) -> None:
         if self._wire is not None:
@@ -123,14 +75,10 @@ class Netlink:
     def _call(self, what: str, fn: Callable, *args, ok_if_gone: bool = False, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except NetlinkError as err:
-            if ok_if_gone and err.code in _GONE:
+        except (NetlinkError, OSError) as err:
+            if ok_if_gone and is_gone(error_code(err)):
                 return None
-            if err.code in (errno_mod.ENODEV,):
-                raise DeviceMissing(what, err.code, err.args[1] if len(err.args) > 1 else str(err)) from None
-            raise DatapathError(what, err.code, err.args[1] if len(err.args) > 1 else str(err)) from None
-        except OSError as err:
-            raise DatapathError(what, err.errno or 0, str(err)) from None
+            raise from_exception(what, err) from None
 
     # -- links --------------------------------------------------------------------------------
     @staticmethod
@@ -246,16 +194,14 @@ class Netlink:
             try:
                 self._wire = Wire(self.netns)
             except OSError as err:
-                raise DatapathError(f"open netlink socket (netns {self.netns})", err.errno or 0, str(err)) from None
+                raise from_exception(f"open netlink socket (netns {self.netns})", err) from None
         return self._wire
 
     def _dump(self, what: str, kind: int, payload: bytes) -> list[bytes]:
         try:
             return self._bulk().dump(kind, payload)
         except OSError as err:
-            code = err.errno or 0
-            cls = DeviceMissing if code == errno_mod.ENODEV else DatapathError
-            raise cls(what, code, err.strerror or str(err)) from None
+            raise from_exception(what, err) from None
 
     def dump_entries(self, vxlan_index: int, family: int = AF_INET, *,
                      direct_within: Optional[ipaddress.IPv4Network | ipaddress.IPv6Network] = None) -> Entries:
@@ -304,14 +250,12 @@ class Netlink:
         try:
             failures = self._bulk().requests(reqs)
         except OSError as err:
-            raise DatapathError(f"{describe(items[where[0]])} and {len(reqs) - 1} more requests",
-                                err.errno or 0, err.strerror or str(err)) from None
+            raise from_exception(f"{describe(items[where[0]])} and {len(reqs) - 1} more requests", err) from None
         for j, (code, text) in failures.items():
-            if ok_if_gone and code in _GONE:
+            if ok_if_gone and is_gone(code):
                 continue
-            item = items[where[j]]
-            cls = DeviceMissing if code == errno_mod.ENODEV else DatapathError
-            errors[where[j]] = cls(describe(item), code, f"{os.strerror(code)}{': ' + text if text else ''}")
+            errors[where[j]] = datapath_error(describe(items[where[j]]), code,
+                                              f"{os.strerror(code)}{': ' + text if text else ''}")
         return errors
 
     def _neighs(self, verb: str, vxlan_index: int, items: list[NeighEntry], **kw) -> list[Optional[DatapathError]]:
@@ -399,8 +343,7 @@ class Netlink:
             # The ioctl acts on the socket's namespace: our netlink socket already lives in it.
             return ethtool_value(self._bulk().fileno(), info.name, cmd, data)
         except OSError as err:
-            cls = DeviceMissing if err.errno == errno_mod.ENODEV else DatapathError
-            raise cls(f"ethtool command {cmd:#x} on {info.name}", err.errno or 0, os.strerror(err.errno or 0)) from None
+            raise datapath_error(f"ethtool command {cmd:#x} on {info.name}", err.errno or 0) from None
 
     def set_tx_checksum(self, index: int, enabled: bool) -> None:
         """`ethtool -K DEV tx on|off`: switch every tx checksum offload of the link on or off."""
@@ -429,12 +372,3 @@ class Netlink:
                         on_event(LinkEvent(kind, msg.get("index", 0), msg.get("IFLA_IFNAME")))
         finally:
             mon.close()
-
-
-@dataclasses.dataclass
-class ApplyResult:
-    counts: dict[str, int] = dataclasses.field(default_factory=dict)
-    errors: list[DatapathError] = dataclasses.field(default_factory=list)
-
-    def count(self, kind: str) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1

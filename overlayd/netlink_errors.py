@@ -1,0 +1,41 @@
+"""The one place that turns a netlink errno into meaning, for both transports (pyroute2 and Wire).
+
+- ENODEV: the device is not there: DeviceMissing (the daemon recreates it and reconciles in full).
+- ENOENT, ESRCH, ENODEV, EADDRNOTAVAIL on a delete: already gone, which is what we wanted
+  (`is_gone`; the caller decides whether its request was a delete).
+- Anything else: DatapathError carrying the errno and the kernel's text.
+"""
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+
+from .errors import DatapathError, DeviceMissing
+
+GONE = frozenset({errno_mod.ENOENT, errno_mod.ESRCH, errno_mod.ENODEV, errno_mod.EADDRNOTAVAIL})
+
+
+def is_gone(code: int) -> bool:
+    return code in GONE
+
+
+def datapath_error(what: str, code: int, message: str = "") -> DatapathError:
+    """The exception for a request `what` the kernel answered with errno `code`."""
+    cls = DeviceMissing if code == errno_mod.ENODEV else DatapathError
+    return cls(what, code, message or (os.strerror(code) if code else ""))
+
+
+def error_code(err: BaseException) -> int:
+    """The errno of pyroute2's NetlinkError (.code) or of an OSError (.errno); 0 if none."""
+    return getattr(err, "code", None) or getattr(err, "errno", None) or 0
+
+
+def from_exception(what: str, err: BaseException) -> DatapathError:
+    """datapath_error for a failed call: pyroute2's NetlinkError (code, text) or an OSError."""
+    code = error_code(err)
+    args = getattr(err, "args", ())
+    if hasattr(err, "code") and len(args) > 1:          # NetlinkError(code, text)
+        message = str(args[1])
+    else:
+        message = getattr(err, "strerror", None) or str(err)
+    return datapath_error(what, code, message)
