@@ -92,7 +92,11 @@ class CniService:
     Serves requests for this daemon's `subnet_file` whose `dataDir` is `data_dir` (the one the
     daemon shares with the node, so the plugin on the host sees the same cache and lock)."""
 
-    def __init__(self, socket_path: str, subnet_file: str, metrics=None, data_dir: str = DEFAULT_DATA_DIR):
+    def __init__(self, socket_path: str, subnet_file: str, metrics=None, data_dir: str = DEFAULT_DATA_DIR,
+                 on_added=None):
+        # After a successful ADD, before the answer goes out: on_added(environ, result_json).
+        # overlayd --network-policy compiles the new pod there (overlayd.policy.agent).
+        self.on_added = on_added
         self.socket_path = socket_path
         self.subnet_file = subnet_file
         self.data_dir = data_dir
@@ -196,6 +200,11 @@ class CniService:
                     raise Refused(command)
                 wire.send(conn, wire.ACCEPTED)    # alive and on it; the plugin lock may take a while
                 code, out, err = plugin.handle(environ, stdin, RemoteHost(conn), accept=self._accept)
+                if code == 0 and command == "ADD" and self.on_added is not None:
+                    try:
+                        self.on_added(environ, out)
+                    except Exception:       # the pod is wired; its hook's trouble is not the runtime's
+                        log.exception("CNI ADD: the on_added hook failed")
                 # Counted before the answer goes out: once the front end has it, the pod moves on.
                 self._count(command, "ok" if code == 0 else "error", started)
                 counted = True

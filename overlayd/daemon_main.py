@@ -125,7 +125,8 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
             from .cni_service import CniService
             try:
                 cni = CniService(settings.cni_socket, settings.subnet_file, metrics=metrics,
-                                 data_dir=settings.cni_data_dir).start()
+                                 data_dir=settings.cni_data_dir,
+                                 on_added=policy.cni_added if policy is not None else None).start()
             except OSError as err:   # the plugin still works without it, only slower
                 log.warning("CNI service off: cannot listen on --cni-socket %s: %s", settings.cni_socket, err)
     except (OverlayError, HealthError, ValueError) as err:

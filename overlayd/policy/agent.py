@@ -75,6 +75,31 @@ class PolicyAgent:
                                on_restart=self.metrics.watch_restarts.inc).start()
         log.info("network policy on for node %s (nft table inet %s)", node, self.applier.table)
 
+    def pod_wired(self, namespace: str, name: str, ips) -> bool:
+        """The CNI service's hook after a successful ADD (see PolicyEngine.pod_wired)."""
+        engine = self.engine
+        if engine is None:
+            return False
+        try:
+            return engine.pod_wired(namespace, name, ips)
+        except Exception as err:        # never fail a pod's ADD for this: it stays closed instead
+            log.warning("network policy: pod %s/%s wired, not compiled yet: %s", namespace, name, err)
+            return False
+
+    def cni_added(self, environ: dict, result: bytes) -> None:
+        """CniService's on_added: the pod's namespace/name (CNI_ARGS) and addresses (the result)."""
+        args = dict(kv.partition("=")[::2] for kv in environ.get("CNI_ARGS", "").split(";") if "=" in kv)
+        ns, name = args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")
+        if not ns or not name:
+            return                      # not a Kubernetes pod: nothing to bind
+        try:
+            ips = [ip["address"].split("/")[0] for ip in json.loads(result or b"{}").get("ips", ())]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        if ips and not self.pod_wired(ns, name, ips):
+            log.info("network policy: pod %s/%s (%s) stays closed until its Pod object is seen",
+                     ns, name, ", ".join(ips))
+
     def status(self):
         if self.engine is None:
             from .engine import EngineStatus

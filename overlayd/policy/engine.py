@@ -63,12 +63,64 @@ class PolicyEngine:
         self.syncs = 0
         self.stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._hints: dict = {}          # "ns/pod" -> (ips, when): wired by the CNI, status not seen yet
+        self._enforced = threading.Condition()
+        self._sync_seq = 0              # syncs begun
+        self._applied_seq = 0           # the last sync (by when it began) whose model is in the kernel
 
     # -- triggers ------------------------------------------------------------------------------
     def kick(self, arrived: Optional[float] = None) -> None:
         with self._cond:
             self._pending.append(self._clock() if arrived is None else arrived)
             self._cond.notify()
+
+    def pod_wired(self, namespace: str, name: str, ips, wait: float = 2.0) -> bool:
+        """The CNI service just gave pod `namespace/name` these addresses (before the kubelet
+        reports them). Compile it now, and wait up to `wait` seconds for its entries to be in
+        the kernel; True when they are. Until then its addresses stay closed."""
+        ips = tuple(str(ipaddress.ip_address(ip)) for ip in ips)
+        if not ips:
+            return False
+        with self._cond:
+            self._hints[f"{namespace}/{name}"] = (ips, self._clock())
+            after = self._sync_seq          # a sync begun after this one has seen the hint
+        self.kick()
+        deadline = self._clock() + wait
+        with self._enforced:
+            while not (self._applied_seq > after and self._known(ips)):
+                left = deadline - self._clock()
+                if left <= 0 or self.stop.is_set():
+                    return False
+                self._enforced.wait(min(left, 0.1))
+        return True
+
+    def _known(self, ips) -> bool:
+        model = self.applier.model
+        if model is None:
+            return False
+        return all(ip in model.sets[f"known{6 if ':' in ip else 4}"].elements for ip in ips)
+
+    def _with_hints(self, cluster: Cluster) -> Cluster:
+        """The cluster with the CNI's fresh addresses for pods whose status has not caught up.
+        An address a new pod got wins over an old pod the API still lists with it (reuse)."""
+        now = self._clock()
+        with self._cond:
+            for key, (_, when) in list(self._hints.items()):
+                pod = cluster.pods.get(key)
+                if (pod is not None and pod.ips) or now - when > 300:
+                    del self._hints[key]        # the status caught up (or the pod never came)
+            hints = {k: ips for k, (ips, _) in self._hints.items()}
+        if not hints:
+            return cluster
+        taken = {ip for ips in hints.values() for ip in ips}
+        pods = {}
+        for key, pod in cluster.pods.items():
+            if key in hints and pod.node == self.settings.node_name:
+                pod = dataclasses.replace(pod, ips=hints[key])
+            elif taken.intersection(pod.ips):
+                pod = dataclasses.replace(pod, ips=tuple(ip for ip in pod.ips if ip not in taken))
+            pods[key] = pod
+        return Cluster(pods, cluster.namespaces, cluster.policies)
 
     def request_full(self) -> None:
         with self._cond:
@@ -148,12 +200,15 @@ class PolicyEngine:
     def sync(self, full: bool = False, pending: Optional[list] = None) -> bool:
         """One pass; True when the kernel holds the current model."""
         started = self._clock()
+        with self._cond:
+            self._sync_seq += 1
+            seq = self._sync_seq
         if full or not self._addresses:
             try:
                 self._addresses = tuple(self._node_addresses())
             except Exception as err:
                 log.warning("network policy: cannot read the node's addresses: %s", err)
-        cluster = self.cache.cluster()
+        cluster = self._with_hints(self.cache.cluster())
         node = self._node()
         try:
             model = compile_model(cluster, node)
@@ -175,6 +230,9 @@ class PolicyEngine:
             log.warning("network policy: nft transaction failed (will retry): %s", err)
             return False
         done = self._clock()
+        with self._enforced:
+            self._applied_seq = max(self._applied_seq, seq)
+            self._enforced.notify_all()
         self.last_error = None
         self.synced_once = True
         self.syncs += 1

@@ -78,3 +78,24 @@ def test_engine_follows_the_cache_and_retries_failed_transactions(cleanup):
     # drop counters, per policy and direction, from the kernel
     assert registry.get_sample_value("overlayd_policy_dropped_packets_total",
                                      {"policy": "x/deny", "direction": "ingress"}) == 0
+
+
+def test_a_pod_the_cni_just_wired_is_compiled_before_its_status_arrives(make_netns, cleanup):
+    netns = make_netns("eng")
+    registry = CollectorRegistry()
+    cache, applier, engine = make_engine(netns, registry)
+    old = pod("x", "old", "10.244.1.7", labels={"app": "db"})            # deleted, but the API still lists it
+    new = pod("x", "new", [], labels={"app": "web"})                      # scheduled; no status.podIPs yet
+    cache.replace("namespaces", [namespace("x")])
+    cache.replace("pods", [old, new])
+    cache.replace("networkpolicies", [policy("x", "web", {"matchLabels": {"app": "web"}}, ingress=[])])
+    engine.start()
+    cleanup.push("engine", engine.close)
+    wait_for(lambda: engine.status().ok, what="the first sync")
+    assert "10.244.1.7" in applier.model.sets["known4"].elements
+    assert engine.pod_wired("x", "new", ["10.244.1.7"], wait=10)       # the address was reused
+    in4 = dict(applier.model.maps["in4"].elements)
+    assert in4["10.244.1.7"] == f"jump {next(c for c in applier.model.chains if c.startswith('in-'))}"
+    assert "10.244.1.7" in applier.model.sets["known4"].elements
+    listing = applier._runner.run(["nft", "list", "map", "inet", applier.table, "in4"]).stdout
+    assert "10.244.1.7" in listing                                     # isolated from the first packet
