@@ -12,6 +12,9 @@ import grimp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGES = ("subnet_lease", "overlayd", "cni_plugin")
+# Known exceptions (netfilter netlink of the policy engine), listed in docs/development.md: a new
+# netlink user must go through overlayd/netlink* or be added here on purpose.
+NETLINK_EXCEPTIONS = {"overlayd/policy/nflog.py"}
 
 
 def test_the_import_contracts_hold():
@@ -42,7 +45,7 @@ def test_only_the_netlink_modules_open_netlink_sockets():
                     continue
                 path = os.path.join(dirpath, name)
                 rel = os.path.relpath(path, ROOT)
-                if rel.startswith("overlayd/netlink"):
+                if rel.startswith("overlayd/netlink") or rel in NETLINK_EXCEPTIONS:
                     continue
                 tree = ast.parse(open(path, encoding="utf-8").read(), path)
                 for node in ast.walk(tree):
