@@ -107,7 +107,7 @@ def _explain(args) -> int:
 
 
 def _log(args) -> int:
-    from ..policy.nflog import NflogError, open_group, read
+    from ..netlink_nflog import NflogError, open_group, read
     try:
         sock = open_group(args.group)
     except (NflogError, OSError) as err:

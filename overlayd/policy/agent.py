@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from ..masquerade import CommandRunner
 from .apply import Applier
 from .cache import PolicyCache
-from .conntrack import cut
+from ..netlink_conntrack import cut
 from .engine import PolicyEngine, PolicySettings
 from .metrics import PolicyMetrics
 

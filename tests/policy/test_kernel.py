@@ -20,7 +20,7 @@ from overlayd.lab.netns import add_veth, ip, sysctl
 from overlayd.masquerade import CommandRunner
 from overlayd.policy.apply import Applier
 from overlayd.policy.compile import NodeInfo, compile_model
-from overlayd.policy.conntrack import cut
+from overlayd.netlink_conntrack import cut
 from overlayd.policy.evaluate import pods_by_ip, still_allowed
 
 from .objects import cluster, pod, policy

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Optional
 
-from .evaluate import PROTO_NUMBERS
+from .policy.evaluate import PROTO_NUMBERS
 
 log = logging.getLogger(__name__)
 
