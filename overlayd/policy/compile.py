@@ -36,6 +36,7 @@ TABLE = "overlayd-policy"
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 FAMILY = {4: "ip", 6: "ip6"}
 PREFIX = {INGRESS: "in", EGRESS: "eg"}
+COUNTERS_PER_RULE = 60
 LOG_PREFIX = "overlayd-np "       # + "in ns/pod" / "eg ns/pod" (the drop chain's first pod)
 
 
@@ -139,11 +140,22 @@ class _Builder:
         self.chains: dict = {}
         self.counters: dict = {}
 
-    def peer_set(self, policy: Policy, direction: str, idx: int, rule: Rule) -> str:
-        base = f"pr-{_h(policy.key, direction, idx)}"
+    def peer_set(self, direction: str, members: list) -> str:
+        """One interval set per family for the peers of several rules that share a port match
+        (their union: (P1 x E) | (P2 x E) = (P1 | P2) x E). Named after the rules, never after
+        the addresses, so pod churn changes its elements only."""
+        base = f"pr-{_h(direction, *sorted((p.key, idx) for p, idx, _ in members))}"
         if f"{base}-4" not in self.sets:
-            ips = [ip for peer in rule.peers for pod in peer_pods(self.cluster, policy, peer) for ip in pod.ips]
-            nets = _addresses(ips, (n for peer in rule.peers if peer.ip_block is not None for n in block_nets(peer)))
+            ips, blocks = [], []
+            for policy, _, rule in members:
+                for peer in rule.peers:
+                    if peer.ip_block is not None:
+                        blocks += block_nets(peer)
+                    else:
+                        ips += [ip for pod in peer_pods(self.cluster, policy, peer) for ip in pod.ips]
+            if len(members) > 1 and not blocks:
+                ips = set(ips)
+            nets = _addresses(ips, blocks)
             for v in (4, 6):
                 self.sets[f"{base}-{v}"] = NftSet(ADDR_TYPE[v], ("interval",), frozenset(nets[v]))
         return base
@@ -172,45 +184,54 @@ class _Builder:
                                                   frozenset(elems[v]))
         return base
 
-    def rule_lines(self, policy: Policy, direction: str, idx: int, rule: Rule, target: Optional[Pod]) -> list[str]:
-        addr = "saddr" if direction == INGRESS else "daddr"
-        if rule.ports is None:
-            port_exprs = [""]
-            named = []
-        else:
-            ranges, named = [], []
-            for spec in rule.ports:
-                if direction == EGRESS and isinstance(spec.port, str):
-                    named.append(spec)
-                else:
-                    ranges += port_ranges(spec, target)
-            port_exprs = [" " + e for e in _port_exprs(ranges)]
-        lines = []
-        if rule.peers is None:
-            lines += [f"{e.strip()} return" if e else "return" for e in port_exprs]
-        elif port_exprs:
-            base = self.peer_set(policy, direction, idx, rule)
-            for e in port_exprs:
-                lines += [f"{FAMILY[v]} {addr} @{base}-{v}{e} return" for v in (4, 6)]
-        if named:
-            base = self.named_set(policy, idx, rule, named)
-            lines += [f"{FAMILY[v]} daddr . meta l4proto . th dport @{base}-{v} return" for v in (4, 6)]
-        return lines
-
     def pod_chain(self, pod: Pod, direction: str, policies: list[Policy]) -> str:
-        lines = []
+        """The chain of one pod's rules. Rules are grouped by their port match, so a pod that a
+        thousand policies allow from different peers on the same port walks two rules, not 2,000."""
+        addr = "saddr" if direction == INGRESS else "daddr"
+        target = pod if direction == INGRESS else None
+        open_ports: set = set()         # port matches allowed from every peer
+        groups: dict = {}               # port match -> [(policy, idx, rule)]
+        named_lines: list = []
         for policy in policies:
             for idx, rule in enumerate(rules_of(policy, direction)):
-                lines += self.rule_lines(policy, direction, idx, rule, pod if direction == INGRESS else None)
+                if rule.ports is None:
+                    exprs, named = [""], []
+                else:
+                    ranges, named = [], []
+                    for spec in rule.ports:
+                        if direction == EGRESS and isinstance(spec.port, str):
+                            named.append(spec)
+                        else:
+                            ranges += port_ranges(spec, target)
+                    exprs = _port_exprs(ranges)
+                for e in exprs:
+                    if rule.peers is None:
+                        open_ports.add(e)
+                    else:
+                        groups.setdefault(e, []).append((policy, idx, rule))
+                if named:
+                    base = self.named_set(policy, idx, rule, named)
+                    named_lines += [f"{FAMILY[v]} daddr . meta l4proto . th dport @{base}-{v} return" for v in (4, 6)]
+        if "" in open_ports:                 # everything is allowed: nothing else matters
+            lines = ["return"]
+        else:
+            lines = [f"{e} return" for e in sorted(open_ports)]
+            for e, members in sorted(groups.items()):
+                base = self.peer_set(direction, members)
+                lines += [f"{FAMILY[v]} {addr} @{base}-{v}{' ' + e if e else ''} return" for v in (4, 6)]
+            lines += named_lines
         if self.node.log_group:
             lines.append(f"limit rate {self.node.log_rate}/second log group {self.node.log_group} "
                          f"prefix \"{LOG_PREFIX}{PREFIX[direction]}\"")
-        drop = ""
+        names = []
         for policy in policies:
             name = counter_name(policy, direction)
             self.counters[name] = (policy.key, direction)
-            drop += f"counter name \"{name}\" "
-        lines.append(drop + "drop")
+            names.append(f"counter name \"{name}\"")
+        # A rule holds at most 128 expressions (NFT_RULE_MAXEXPRS): counters in rules of 60.
+        chunks = [names[i:i + COUNTERS_PER_RULE] for i in range(0, len(names), COUNTERS_PER_RULE)] or [[]]
+        lines += [" ".join(c) for c in chunks[:-1]]
+        lines.append(" ".join(chunks[-1] + ["drop"]))
         name = f"{PREFIX[direction]}-{_h(*lines)}"
         self.chains[name] = tuple(lines)
         return name

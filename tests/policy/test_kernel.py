@@ -196,3 +196,21 @@ def test_denied_packets_reach_overlayd_policy_log(lab):
     record = json.loads(out.splitlines()[0])
     assert record["direction"] == "in" and record["src"] == PODS["b"][0] and record["dst"] == PODS["a"][0]
     assert record["protocol"] == "tcp" and record["dport"] == 81
+
+
+def test_many_policies_on_one_pod_share_rules_and_fit_the_kernel(lab):
+    """150 policies select pod a, each allowing another label on port 80: the chain stays two
+    rules long (one merged peer set) and the drop counters are split (a rule holds 128 expressions)."""
+    node, pods, applier = lab
+    many = [policy("x", f"p{i}", {"matchLabels": {"app": "web"}},
+                   ingress=[{"from": [{"podSelector": {"matchLabels": {"role": f"r{i}"}}},
+                                      {"namespaceSelector": {"matchLabels": {"team": f"t{i}"}}}],
+                             "ports": [{"port": 80}]}]) for i in range(150)]
+    b = json.loads(json.dumps(API_PODS[1]))
+    b["metadata"]["labels"] = {"role": "r149"}
+    model = compile_model(cluster([API_PODS[0], b, API_PODS[2]], [], many), NODE)
+    (chain,) = [c for c in model.chains if c.startswith("in-")]
+    assert len([r for r in model.chains[chain] if r.endswith("return")]) == 2
+    applier.update(model)
+    check(pods, "b", "a", True)
+    check(pods, "r", "a", False)
