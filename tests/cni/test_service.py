@@ -319,7 +319,8 @@ def test_a_front_end_killed_while_its_delegate_runs_on_leaves_the_cache_for_the_
     bindir = tmp_path / "slowbin"
     bindir.mkdir()
     slow = bindir / "slowbridge"
-    slow.write_text('#!/bin/sh\n[ "$CNI_COMMAND" = ADD ] && sleep 1.5\nexec /usr/lib/cni/bridge\n')
+    started = tmp_path / "delegate-started"
+    slow.write_text(f'#!/bin/sh\n[ "$CNI_COMMAND" = ADD ] && touch {started} && sleep 1.5\nexec /usr/lib/cni/bridge\n')
     slow.chmod(0o755)
     node.runtime.cni_path = [str(bindir), *node.runtime.cni_path]
     conf = node.runtime._conf(node.plugins()[0], None, None)
@@ -330,11 +331,12 @@ def test_a_front_end_killed_while_its_delegate_runs_on_leaves_the_cache_for_the_
     proc = front_end(node, conf, "ADD", "c1", pod)
     assert wait_until(lambda: served.count("ADD", "ok") + served.count("ADD", "error") == 0
                       and (node.root / "cni-cache" / "c1-eth0.json").exists(), 10)
-    time.sleep(0.5)                                             # the delegate is running now
+    assert wait_until(started.exists, 10)                      # the delegate is running now
     proc.kill()
     proc.wait(10)
     assert wait_until(lambda: len(node.pod_addrs(pod)) == 1, 10)   # the orphan finished its ADD
-    time.sleep(0.5)
+    # ... and the service has settled that request (counted it): the cache decision is made.
+    assert wait_until(lambda: served.count("ADD", "ok") + served.count("ADD", "error") >= 1, 10)
     assert node.cache_entries() == ["c1-eth0.json"]           # kept for the runtime's DEL
     assert finish(front_end(node, conf, "DEL", "c1", pod))[0] == 0
     assert node.leftovers() == NOTHING

@@ -37,8 +37,13 @@ def test_unreachable_etcd_means_not_ready_and_retrying_not_a_crash_loop(make_net
         deadline = time.monotonic() + 20
         while get("/healthz")[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(3)
-        assert proc.poll() is None, open(tmp_path / "overlayd.log").read()   # still trying, not exited
+        # Still trying, not exited: it has failed to reach etcd and retried, more than once.
+        deadline = time.monotonic() + 30
+        while open(tmp_path / "overlayd.log").read().count("lease store unavailable") < 2 \
+                and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert open(tmp_path / "overlayd.log").read().count("lease store unavailable") >= 2
+        assert proc.poll() is None, open(tmp_path / "overlayd.log").read()
         assert get("/healthz")[0] == 200
         code, body = get("/readyz")
         assert code == 503 and "subnet file written" in body

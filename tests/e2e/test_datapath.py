@@ -277,17 +277,56 @@ def test_a_malformed_lease_in_etcd_leaves_every_node_running_and_ready(make_lab,
     assert lab.wait_converged(30)
     fake = unused_subnet(lab)
     lab.etcd.etcdctl("put", f"{PREFIX}/{fake}-24", value)             # a hand-edited or buggy key
-    lab.stop_daemon(lab.node("n2"))                                  # and a restart reads it at start-up
-    lab.start_daemon(lab.node("n2"))
-    time.sleep(2)
+    n2 = lab.node("n2")
+    lab.stop_daemon(n2)                                              # and a restart reads it at start-up
+    lab.start_daemon(n2)
+    assert wait_until(lambda: f"{fake}-24" in log_since_start(n2), 30), log_since_start(n2)[-2000:]
+    assert_every_node_running_and_ready(lab)
     for node in lab.nodes:
-        assert lab.daemon_alive(node), open(node.log_file).read()[-2000:]
-        ready = run(["/usr/bin/python3", "-c", "import urllib.request,urllib.error\n"
-                     "try: print(urllib.request.urlopen('http://127.0.0.1:8471/readyz',timeout=3).status)\n"
-                     "except urllib.error.HTTPError as e: print(e.code, e.read().decode())"], netns=node.netns).stdout
-        assert ready.strip() == "200", (node.name, ready)
         assert f"{fake}/24" not in ip("route", netns=node.netns).stdout
     assert lab.ping(pod_on(lab, "n1"), pod_on(lab, "n2").ip)
+
+
+def test_a_key_that_is_not_utf8_is_skipped_with_a_warning_and_every_node_stays_ready(make_lab):
+    """Issue 13.4: such a key once made the watch reconnect and replay forever (losing the events
+    of its batch), and stopped every node's start-up."""
+    lab = make_lab(2, 1, daemon_args=("--healthz-port=8471", "--healthz-ip=127.0.0.1"))
+    assert lab.wait_converged(30)
+    bad = f"{PREFIX}/bad-" + b"\xff".decode("utf-8", "surrogateescape")   # etcdctl gets the raw byte
+    lab.etcd.etcdctl("put", bad, "{}")                               # seen by the running nodes' watches
+    fake = unused_subnet(lab)
+    lab.etcd.etcdctl("put", f"{PREFIX}/{fake}-24", json.dumps(           # a real peer right after it
+        {"PublicIP": "198.18.0.9", "BackendType": "vxlan", "BackendData": {"VNI": 1, "VtepMAC": "02:00:00:00:00:09"}}))
+    n1, n2 = lab.node("n1"), lab.node("n2")
+    assert wait_until(lambda: f"{fake}/24" in ip("route", netns=n1.netns).stdout, 30)
+    assert "bad-\\xff" in open(n1.log_file).read()                   # the warning names the key
+    lab.stop_daemon(n2)                                              # a start-up reads it too
+    lab.start_daemon(n2)
+    assert wait_until(lambda: "bad-\\xff" in log_since_start(n2), 30), log_since_start(n2)[-2000:]
+    assert_every_node_running_and_ready(lab)
+    assert wait_until(lambda: f"{fake}/24" in ip("route", netns=n2.netns).stdout, 30)
+    assert lab.ping(pod_on(lab, "n1"), pod_on(lab, "n2").ip)
+    for node in lab.nodes:
+        assert "reconnecting" not in open(node.log_file).read(), node.name
+
+
+def log_since_start(node) -> str:
+    """The node's daemon log since its latest start (the lab appends one log per node)."""
+    text = open(node.log_file).read()
+    return text[text.rfind("underlay "):] if "underlay " in text else text
+
+
+def readyz(node) -> str:
+    return run(["/usr/bin/python3", "-c", "import urllib.request,urllib.error\n"
+                "try: print(urllib.request.urlopen('http://127.0.0.1:8471/readyz',timeout=3).status)\n"
+                "except urllib.error.HTTPError as e: print(e.code, e.read().decode())\n"
+                "except OSError as e: print(0, e)"], netns=node.netns).stdout.strip()
+
+
+def assert_every_node_running_and_ready(lab):
+    for node in lab.nodes:
+        assert wait_until(lambda: readyz(node) == "200", 30), (node.name, readyz(node))
+        assert lab.daemon_alive(node), open(node.log_file).read()[-2000:]
 
 
 def test_the_overlay_rides_out_an_etcd_restart(make_lab):
