@@ -17,8 +17,6 @@ log = logging.getLogger("overlayd")
 
 
 def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.ArgumentParser:
-    from .backend_flags import add_backend_arguments, parse_bool
-
     epilog = None
     if subcommands:
         epilog = "subcommands:\n" + "\n".join(f"  overlayd {n:<12} {h}" for n, h in sorted(subcommands.items()))
@@ -26,6 +24,14 @@ def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.Argum
         prog="overlayd", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
         description="The overlayd node daemon: leases this node's pod subnet and programs the VXLAN "
                     "overlay to every peer. Flag names are flanneld's.")
+    add_daemon_arguments(p)
+    return p
+
+
+def add_daemon_arguments(p: argparse.ArgumentParser) -> None:
+    """Every daemon flag (also taken by `overlayd doctor`, which checks a daemon run with them)."""
+    from .backend_flags import add_backend_arguments, parse_bool
+
     add_backend_arguments(p)
     d = DaemonSettings()
     p.add_argument("--iface", action="append", default=[], metavar="NAME|IP",
@@ -63,7 +69,6 @@ def build_parser(subcommands: Optional[dict[str, str]] = None) -> argparse.Argum
                    help="log denied packets (rate limited) to nflog group N, read them with "
                         "`overlayd policy log`; 0 turns it off (default %(default)s)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    return p
 
 
 def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
