@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if action != "down":
             p.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("list", help="names of the labs that are up")
+    p = sub.add_parser("doctor", help="run `overlayd doctor` on every node")
+    p.add_argument("--name", help="which lab (default: the only one)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true", help="evidence for passed checks too")
     lab_pod.add_arguments(sub)
 
 
@@ -119,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print_matrix(result)
             return 0 if result["ok"] else 1
+        if args.action == "doctor":
+            from ..lab import doctor
+            result = doctor.run(lab)
+            print(json.dumps(result, indent=1) if args.json else doctor.render(result, verbose=args.verbose))
+            return result["exit_code"]
         if args.action == "down":
             failed = lab.down()
             _say(f"lab {lab.name} removed" + (f" (could not undo: {failed})" if failed else ""))

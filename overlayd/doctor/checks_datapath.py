@@ -112,6 +112,12 @@ def entries(f: NodeFacts) -> list[Finding]:
     problems += [f"stale route {r.dst} via {r.gateway}" for r in plan.del_routes]
     problems += [f"stale FDB {x.mac} dst {x.dst}" for x in plan.del_fdbs]
     problems += [f"stale ARP {n.ip} lladdr {n.mac}" for n in plan.del_neighs]
+    if problems and device_problems(f):
+        # The kernel drops a device's routes with its last address and its ARP entries when its MAC
+        # changes: here the drift follows from the device problem, which the device check names.
+        return [finding("entries", "info", f"{len(problems)} kernel entr{'y' if len(problems) == 1 else 'ies'} "
+                        "drift from the leases, following from the device problem (see the device check); "
+                        "restarting overlayd repairs both", "", *evidence, more=[ev("drift", p) for p in problems])]
     if problems:
         return [finding("entries", "error", f"{len(problems)} kernel entr{'y' if len(problems) == 1 else 'ies'} "
                         "drift from the leases", "overlayd repairs drift on its next full reconcile (--resync, "

@@ -229,7 +229,7 @@ def masquerade(f: NodeFacts) -> list[Finding]:
     rules = _pod_masquerade_rules(f.kernel.nat_rules or "")
     evidence = [ev(f.settings.subnet_file, f"FLANNEL_IPMASQ={env.get('FLANNEL_IPMASQ')}"),
                 ev(f"{f.cni.conf_dir}/{mine[0].name}" if mine else f.cni.conf_dir,
-                   f"delegate ipMasq {'unset' if 'ipMasq' not in delegate else delegate['ipMasq']}"),
+                   f"delegate ipMasq {json.dumps(delegate['ipMasq']) if 'ipMasq' in delegate else 'unset'}"),
                 ev("iptables-save -t nat", f"{len(rules)} CNI MASQUERADE rule(s) for pods")]
     if bridge_masq or rules:
         why = ("new pods: the bridge delegate masquerades everything leaving the pod's own /24" if bridge_masq

@@ -116,7 +116,7 @@ def policy(f: NodeFacts) -> list[Finding]:
     series = _samples(text, "overlayd_policy_")
     source = f"{f.health.url}/metrics"
     if not series:
-        return [finding("policy", "info", "policy: not enabled (no overlayd_policy_* metrics)", "",
+        return [finding("policy", "info", "not enabled (no overlayd_policy_* metrics)", "",
                         ev(source, "no overlayd_policy_* series"))]
     failures = series.get("overlayd_policy_nft_failures_total", 0.0)
     bad = series.get("overlayd_policy_bad_objects", 0.0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import ipaddress
+import dataclasses
 import os
 import socket
 import stat
@@ -54,6 +54,8 @@ def gather(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeFacts:
         underlay, underlay_error = _underlay(nl, args)
         store = _store(args, environ, underlay)
         kernel = _kernel(nl, store, underlay, underlay_error)
+    if not settings.kube and underlay is not None:       # etcd mode: nodes are known by their address
+        settings = dataclasses.replace(settings, node=f"{settings.node} ({args.public_ip or underlay.ip})")
     env_exists = os.path.exists(settings.subnet_file)
     facts = NodeFacts(settings=settings, store=store,
                       subnet_env=read_subnet_file(settings.subnet_file) if env_exists else None,

@@ -52,6 +52,10 @@ DUAL_STACK_NET_CONF = {"Network": "10.244.0.0/16", "EnableIPv6": True, "IPv6Netw
 ETCD_PREFIX = "/coreos.com/network"
 KUBE_API_PORT = 6443
 KUBE_API_URL = f"http://{SWITCH_IP}:{KUBE_API_PORT}"
+HEALTHZ_PORT = 8471           # every node's /healthz, /readyz, /metrics (as in the manifests), inside its netns
+# The reference plugins a node's CNI bin dir holds beside `overlay` (the DaemonSet installs the same four).
+REFERENCE_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
+REFERENCE_PLUGIN_DIR = "/usr/lib/cni"
 
 
 def bin_dir() -> str:
@@ -120,6 +124,16 @@ class Node:
         """net-conf.json in kube mode (the DaemonSet mounts it from the ConfigMap)."""
         return os.path.join(self.workdir, "net-conf.json")
 
+    @property
+    def cni_conf_dir(self) -> str:
+        """The node's /etc/cni/net.d: 10-overlay.conflist, as install-cni writes it on a real node."""
+        return os.path.join(self.workdir, "net.d")
+
+    def conflist(self, network_name: str = "overlay-lab") -> dict:
+        plugin = {k: v for k, v in self.netconf(network_name).items() if k not in ("cniVersion", "name")}
+        return {"cniVersion": "1.0.0", "name": network_name,
+                "plugins": [plugin, {"type": "portmap", "capabilities": {"portMappings": True}}]}
+
     def netconf(self, network_name: str = "overlay-lab") -> dict:
         return {"cniVersion": "1.0.0", "name": network_name, "type": "overlay",
                 "subnetFile": self.subnet_file, "dataDir": self.cni_data_dir,
@@ -171,10 +185,17 @@ class Lab:
     def plugin(self) -> str:
         return os.path.join(self.workdir, "bin", "overlay")
 
+    @property
+    def cni_bin_dir(self) -> str:
+        """The lab's /opt/cni/bin: `overlay` (+ overlay.d) and links to the reference plugins."""
+        return os.path.dirname(self.plugin)
+
     def _make_underlay(self) -> None:
         self.workdir = tempfile.mkdtemp(prefix=f"overlayd-lab-{self.name}-")
         self.cleanup.push(f"workdir {self.workdir}", lambda: shutil.rmtree(self.workdir, ignore_errors=True))
         write_launcher(os.path.dirname(self.plugin))   # the fast `overlay` executable (cni_plugin.launcher)
+        for name in REFERENCE_PLUGINS:                  # one bin dir per lab, like a node's /opt/cni/bin
+            os.symlink(os.path.join(REFERENCE_PLUGIN_DIR, name), os.path.join(self.cni_bin_dir, name))
         self.log(f"underlay switch {self.switch} ({UNDERLAY})")
         add_netns(self.switch, self.cleanup)
         ip("link", "add", "br0", "type", "bridge", netns=self.switch)
@@ -247,6 +268,9 @@ class Lab:
         node = Node(name=f"n{i}", netns=f"{self.name}-n{i}", underlay_ip=str(UNDERLAY.network_address + i),
                     workdir=os.path.join(self.workdir, f"n{i}"))
         os.makedirs(node.workdir)
+        os.makedirs(node.cni_conf_dir)
+        with open(os.path.join(node.cni_conf_dir, "10-overlay.conflist"), "w") as f:
+            json.dump(node.conflist(), f, indent=1)
         self.log(f"node {node.name}: netns {node.netns}, underlay {node.underlay_ip}")
         add_netns(node.netns, self.cleanup)
         add_veth(f"{self.name[-6:]}n{i}", self.switch, "eth0", node.netns, self.cleanup)
@@ -285,7 +309,8 @@ class Lab:
         else:
             store = [f"--etcd-endpoints={self.etcd.endpoint}", f"--etcd-prefix={ETCD_PREFIX}"]
         return [os.path.join(bin_dir(), "overlayd"), *store, f"--subnet-file={node.subnet_file}",
-                f"--cni-socket={node.cni_socket}", f"--cni-data-dir={node.cni_data_dir}", *self.daemon_args, *node.extra_args]
+                f"--cni-socket={node.cni_socket}", f"--cni-data-dir={node.cni_data_dir}",
+                f"--healthz-port={HEALTHZ_PORT}", *self.daemon_args, *node.extra_args]
 
     def daemon_env(self, node: Node) -> dict:
         """The daemon's environment: in kube mode NODE_NAME, as the DaemonSet's downward API sets it."""
@@ -355,7 +380,7 @@ class Lab:
     def cni(self, node: Node, command: str, pod: Pod, netconf: Optional[dict] = None) -> dict:
         """Run the `overlay` plugin in the node's namespace exactly as a container runtime does."""
         rc, out, err = run_plugin(self.plugin, command, netconf or node.netconf(), pod.container_id,
-                                  f"/var/run/netns/{pod.netns}", "eth0", [os.path.dirname(self.plugin), "/usr/lib/cni"],
+                                  f"/var/run/netns/{pod.netns}", "eth0", [self.cni_bin_dir],
                                   run_in_netns=node.netns)
         doc = out if isinstance(out, dict) else {}
         if rc != 0:
