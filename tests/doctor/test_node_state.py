@@ -5,9 +5,11 @@ the path to n2), asserts doctor names that check and no other, repairs it, and s
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
+from overlayd.lab.cluster import bin_dir
 from overlayd.lab.netns import ip, run
 
 from .conftest import clean, diagnose, make_lab, only, text
@@ -52,6 +54,18 @@ def test_a_healthy_lab_is_clean_on_every_node_and_shows_its_evidence(lab):
         assert "reply in" in json.dumps(checks["reachability"])
         assert checks["policy"]["findings"][0]["summary"].startswith("not enabled")
         assert all(f["evidence"] for c in checks.values() for f in c["findings"])
+
+
+def test_doctor_takes_the_flags_of_the_running_daemon(lab):
+    """--daemon-pid: what `kubectl exec ds/overlayd -- overlayd doctor --daemon-pid 1` does."""
+    n2 = lab.node("n2")
+    proc = run([os.path.join(bin_dir(), "overlayd"), "doctor", f"--daemon-pid={n2.pid}", "--json",
+                f"--cni-conf-dir={n2.cni_conf_dir}", f"--cni-bin-dir={lab.cni_bin_dir}"], netns=n2.netns, check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["exit_code"] == 0, proc.stdout + proc.stderr
+    assert report["node"].endswith(f"({n2.underlay_ip})")
+    checks = {c["check"]: c for c in report["checks"]}
+    assert n2.subnet_file in json.dumps(checks["subnet-env"]) and checks["daemon"]["severity"] == "ok"
 
 
 def test_subnet_env_that_disagrees_with_the_lease(lab, n1):

@@ -116,7 +116,7 @@ def _command_lines(text: str) -> list[str]:
 
 def _invocation(line: str) -> tuple[tuple[str, ...], list[str]]:
     words = re.split(r"\s+|(?=[#|;])", line)
-    words = words[words.index("overlayd") + 1:]
+    words = words[len(words) - words[::-1].index("overlayd"):]       # the last: `-c overlayd -- overlayd ...`
     command: tuple[str, ...] = ()
     if words and words[0] in subcommands():
         command = (words.pop(0),)
