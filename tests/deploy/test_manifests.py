@@ -243,6 +243,8 @@ def test_every_host_path_the_daemon_mounts_is_one_it_needs(path):
         req.data_dir: (cache.DEFAULT_DATA_DIR, False),
         # the delegates on CNI_PATH, at the node's own path; looked up, never written
         bin_dir_on_host: ("/opt/cni/bin", True),
+        # the runtime's CNI conf dir (install-cni writes it): read by `overlayd doctor --daemon-pid 1`
+        host_path_for(docs, install, flag_value(install["command"], "--conf-dir"))[1]: ("/etc/cni/net.d", True),
     }
     assert mounted == needed
     assert all(inside == host for inside, (host, _) in mounted.items()), "hostPaths keep the node's paths"
