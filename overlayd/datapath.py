@@ -17,12 +17,11 @@ from subnet_lease.lease import Lease, LeaseEvent
 
 from .desired import entries_of, is_self, lease_fields, peer_entries, peer_map
 from .diff import plan_changes
-from .entries import PeerEntries, Plan
+from .entries import OVERHEAD, PeerEntries, Plan
 from .netlink import AF_INET, AF_INET6, ApplyResult, LinkInfo, Netlink, VxlanSpec
 
 log = logging.getLogger(__name__)
 
-OVERHEAD = {4: 50, 6: 70}     # outer IP + UDP + VXLAN + inner Ethernet
 
 
 @dataclasses.dataclass(frozen=True)

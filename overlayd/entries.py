@@ -9,6 +9,11 @@ import dataclasses
 from typing import Optional
 
 
+# Bytes VXLAN adds to each packet (outer IP + UDP + VXLAN + inner Ethernet), by address family:
+# the device's MTU is the underlay's minus this.
+OVERHEAD = {4: 50, 6: 70}
+
+
 @dataclasses.dataclass(frozen=True)
 class NeighEntry:
     """Permanent ARP/NDP entry on the vxlan device: peer VTEP address -> peer VTEP MAC."""

@@ -5,11 +5,12 @@ in the store, the device from net-conf.json and the underlay, the MTU from the u
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Optional
 
-from ..datapath import OVERHEAD
 from ..desired import desired_entries, is_self, lease_fields
 from ..diff import plan_changes
+from ..entries import OVERHEAD
 from .facts import NodeFacts
 from .report import Finding, ev, finding, ok
 
@@ -77,7 +78,6 @@ def _expected(f: NodeFacts):
     k, own, config = f.kernel, f.store.own, f.store.config
     if own is None or config is None or k.underlay is None or k.entries is None:
         return None
-    import ipaddress
     return desired_entries(own, f.store.leases, 4, direct_routing=config.backend.direct_routing,
                            underlay_net=ipaddress.ip_network(k.underlay.network, strict=False))
 

@@ -12,7 +12,6 @@ from subnet_lease.config import NetConfig
 from subnet_lease.lease import Lease
 
 from ..entries import Entries
-from ..netlink import LinkInfo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +43,23 @@ class StoreFacts:
 
 
 @dataclasses.dataclass(frozen=True)
+class Link:
+    """A link as netlink dumped it (overlayd.netlink.LinkInfo's fields), without importing netlink."""
+    index: int
+    name: str
+    mac: Optional[str]
+    mtu: int
+    kind: Optional[str]
+    up: bool
+    vxlan_id: Optional[int] = None
+    vxlan_port: Optional[int] = None
+    vxlan_local: Optional[str] = None
+    vxlan_link: Optional[int] = None
+    vxlan_learning: Optional[bool] = None
+    vxlan_gbp: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class UnderlayFacts:
     name: str
     index: int
@@ -63,11 +79,11 @@ class KernelFacts:
     underlay: Optional[UnderlayFacts] = None
     underlay_error: Optional[str] = None
     device_name: str = "flannel.1"
-    device: Optional[LinkInfo] = None
+    device: Optional[Link] = None
     device_addresses: tuple[str, ...] = ()
     tx_checksum: Optional[bool] = None
     entries: Optional[Entries] = None         # what netlink dumps on the device (+ our routes)
-    bridge: Optional[LinkInfo] = None         # cni0
+    bridge: Optional[Link] = None         # cni0
     bridge_ports: tuple[Port, ...] = ()       # the pods' host-side veths
     sysctls: dict = dataclasses.field(default_factory=dict)    # key -> value, None if absent
     nat_rules: Optional[str] = None           # iptables-save -t nat

@@ -26,7 +26,7 @@ from ..subnet_file import read_subnet_file
 from ..underlay import select_underlay
 from . import probe as probe_mod
 from .checks_host import CONF_EXTENSIONS
-from .facts import (Binary, CniFacts, ConfFile, DoctorSettings, HealthFacts, KernelFacts, NodeFacts, Port,
+from .facts import (Binary, CniFacts, ConfFile, DoctorSettings, HealthFacts, KernelFacts, Link, NodeFacts, Port,
                     StoreFacts, UnderlayFacts)
 
 STORE_TIMEOUT = 8.0
@@ -133,6 +133,7 @@ def _kernel(nl: Netlink, store: StoreFacts, underlay, underlay_error) -> KernelF
             except Exception:
                 txcsum = None
         bridge = nl.link("cni0")
+        dev, bridge = _plain(dev), _plain(bridge)
     except Exception as err:
         return KernelFacts(underlay, underlay_error, name, sysctls=sysctls, nat_rules=nat, error=str(err))
     ports = ()
@@ -140,6 +141,10 @@ def _kernel(nl: Netlink, store: StoreFacts, underlay, underlay_error) -> KernelF
         ports = tuple(Port(p, int(_read(f"/sys/class/net/{p}/mtu") or 0))
                       for p in sorted(_listdir("/sys/class/net/cni0/brif")))
     return KernelFacts(underlay, underlay_error, name, dev, addrs, txcsum, entries, bridge, ports, sysctls, nat)
+
+
+def _plain(link) -> Optional[Link]:
+    return None if link is None else Link(**dataclasses.asdict(link))
 
 
 def _sysctls(device: str) -> dict:
