@@ -27,14 +27,12 @@ from .datapath import FamilyConfig, FamilyPath, family_configs
 from .errors import DatapathError, DeviceMissing, SettingsError
 from .lease_feed import LeaseFeed, MoveRequest, Moved
 from .netlink import LinkEvent, Netlink
+from .reconcile_report import account, merge_counts
 from .settings import DaemonSettings
 from .subnet_file import SubnetFile, first_host, previous_subnet, write_subnet_file
 from .underlay import Underlay, select_underlay
 
 log = logging.getLogger(__name__)
-
-ENTRY_KIND = {"neigh": "arp", "fdb": "fdb", "route": "route"}
-
 
 def random_mac() -> str:
     """A locally administered unicast MAC (kept in the lease, so it survives restarts)."""
@@ -346,7 +344,7 @@ class Daemon:
                     if attempt:
                         raise
                     log.warning("%s vanished during reconcile; recreating it", path.cfg.device_name)
-            _merge(totals, result.counts)
+            merge_counts(totals, result.counts)
             errors += result.errors
         if self.rules is not None and self.rules.enabled:
             try:
@@ -367,29 +365,13 @@ class Daemon:
         totals, errors = {}, []
         for path in self.paths.values():
             plan, result = path.incremental(self.own, events)
-            _merge(totals, result.counts)
+            merge_counts(totals, result.counts)
             errors += result.errors
         self._account(f"{len(events)} lease events", started, totals, errors)
 
     def _account(self, what: str, started: float, counts: dict, errors: list) -> None:
-        elapsed = time.monotonic() - started
-        if counts or errors:
-            log.info("%s: %s in %.1f ms%s", what, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-                     elapsed * 1000, f"; {len(errors)} errors" if errors else "")
-        for err in errors[:5]:
-            log.error("  %s", err)
-        if self.metrics is not None:
-            self.metrics.reconciled(elapsed, ok=not errors)
-            for key, n in counts.items():
-                verb, kind = key.split("_", 1)
-                (self.metrics.added if verb == "add" else self.metrics.removed)(ENTRY_KIND[kind], n)
-            if errors:
-                self.metrics.netlink_errors.inc(len(errors))
-            self.metrics.peers.set(max((len(p.programmed) for p in self.paths.values()), default=0))
-        if self.readiness is not None:
-            self.readiness.set("datapath programmed", not errors, f"{len(errors)} netlink errors" if errors else "")
-        if errors:
-            raise DatapathError(what, errors[0].errno, f"{len(errors)} requests failed, first: {errors[0]}")
+        peers = max((len(p.programmed) for p in self.paths.values()), default=0)
+        account(what, time.monotonic() - started, counts, errors, peers, self.metrics, self.readiness)
 
     def _export_lease_ttl(self) -> None:
         """Lease TTL left, and the backend's own watch restarts (reconnects, re-snapshots, re-lists)."""
@@ -416,8 +398,3 @@ class Daemon:
 
 def _same_underlay(a: Underlay, b: Underlay) -> bool:
     return (a.ip, a.index, a.public_ip) == (b.ip, b.index, b.public_ip)
-
-
-def _merge(totals: dict, counts: dict) -> None:
-    for k, v in counts.items():
-        totals[k] = totals.get(k, 0) + v
