@@ -34,6 +34,7 @@ from cni_plugin.invoke import run_plugin
 from cni_plugin.launcher import write as write_launcher
 
 from ..subnet_file import read_subnet_file as read_env
+from . import flanneld
 from .cleanup import Cleanup
 from .etcd import EtcdServer, start_etcd
 from .kube_api import KubeApiError, UnixApiClient, new_node
@@ -102,6 +103,7 @@ class Node:
     underlay_ip6: Optional[str] = None
     pid: Optional[int] = None
     extra_args: list = dataclasses.field(default_factory=list)
+    daemon: str = "overlayd"       # or "flanneld" (overlayd.lab.flanneld): set_daemon() switches in place
 
     @property
     def subnet_file(self) -> str:
@@ -117,7 +119,7 @@ class Node:
 
     @property
     def log_file(self) -> str:
-        return os.path.join(self.workdir, "overlayd.log")
+        return os.path.join(self.workdir, f"{self.daemon}.log")
 
     @property
     def net_conf_file(self) -> str:
@@ -145,13 +147,14 @@ class Node:
 class Lab:
     def __init__(self, name: Optional[str] = None, *, net_conf: Optional[dict] = None,
                  log: Callable[[str], None] = lambda msg: None, daemon_args: tuple = (),
-                 dual_stack: bool = False, kube: bool = False):
+                 dual_stack: bool = False, kube: bool = False, flanneld_nodes: tuple = ()):
         self.name = name or f"ovl{unique_token()}"
         self.dual_stack = dual_stack
         self.kube = kube
         self.net_conf = net_conf or (DUAL_STACK_NET_CONF if dual_stack else DEFAULT_NET_CONF)
         self.log = log
         self.daemon_args = list(daemon_args)
+        self.flanneld_nodes = tuple(flanneld_nodes)     # node names ("n2") that run the real flanneld
         self.cleanup = Cleanup()
         self.workdir = ""
         self.switch = f"{self.name}-sw"
@@ -266,7 +269,8 @@ class Lab:
         """A node namespace on the underlay; in kube mode also its Node object (with its podCIDR
         unless pod_cidr=False: then the daemon waits until set_pod_cidrs())."""
         node = Node(name=f"n{i}", netns=f"{self.name}-n{i}", underlay_ip=str(UNDERLAY.network_address + i),
-                    workdir=os.path.join(self.workdir, f"n{i}"))
+                    workdir=os.path.join(self.workdir, f"n{i}"),
+                    daemon="flanneld" if f"n{i}" in self.flanneld_nodes else "overlayd")
         os.makedirs(node.workdir)
         os.makedirs(node.cni_conf_dir)
         with open(os.path.join(node.cni_conf_dir, "10-overlay.conflist"), "w") as f:
@@ -302,6 +306,8 @@ class Lab:
 
     # -- daemons --------------------------------------------------------------------------------
     def daemon_command(self, node: Node) -> list[str]:
+        if node.daemon == "flanneld":
+            return self._flanneld_command(node)
         if self.kube:
             # Plain HTTP and no credentials: --kube-api-url alone, no kubeconfig (see docs/lab.md, "The lab in kube mode").
             store = ["--kube-subnet-mgr", f"--kube-api-url={self.kube_api.url}",
@@ -311,6 +317,21 @@ class Lab:
         return [os.path.join(bin_dir(), "overlayd"), *store, f"--subnet-file={node.subnet_file}",
                 f"--cni-socket={node.cni_socket}", f"--cni-data-dir={node.cni_data_dir}",
                 f"--healthz-port={HEALTHZ_PORT}", *self.daemon_args, *node.extra_args]
+
+    def _flanneld_command(self, node: Node) -> list[str]:
+        binary = flanneld.binary()
+        if binary is None:
+            raise LabError(flanneld.missing_reason())
+        if self.kube:
+            raise LabError("flanneld nodes need a real kube-apiserver (the emulator is not enough): etcd mode only")
+        return flanneld.command(binary, underlay_ip=node.underlay_ip, subnet_file=node.subnet_file,
+                                etcd_endpoint=self.etcd.endpoint, etcd_prefix=ETCD_PREFIX, extra=tuple(node.extra_args))
+
+    def set_daemon(self, node: Node, daemon: str) -> None:
+        """Which daemon start_daemon() runs on the node next ("overlayd" or "flanneld"), for in-place migration."""
+        if daemon not in ("overlayd", "flanneld"):
+            raise LabError(f"daemon {daemon!r}: choose overlayd or flanneld")
+        node.daemon = daemon
 
     def daemon_env(self, node: Node) -> dict:
         """The daemon's environment: in kube mode NODE_NAME, as the DaemonSet's downward API sets it."""
@@ -327,8 +348,8 @@ class Lab:
         node.pid = proc.pid
         self._procs = getattr(self, "_procs", {})
         self._procs[proc.pid] = proc
-        self.cleanup.push(f"overlayd pid {proc.pid}", lambda pid=proc.pid: self._stop_pid(pid))
-        self.log(f"node {node.name}: overlayd pid {proc.pid}")
+        self.cleanup.push(f"{node.daemon} pid {proc.pid}", lambda pid=proc.pid: self._stop_pid(pid))
+        self.log(f"node {node.name}: {node.daemon} pid {proc.pid}")
 
     def _stop_pid(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
         proc = getattr(self, "_procs", {}).pop(pid, None)
@@ -371,9 +392,9 @@ class Lab:
             if values.get("FLANNEL_SUBNET"):
                 return values
             if not self.daemon_alive(node):
-                raise LabError(f"overlayd on {node.name} exited; its log:\n{tail(node.log_file)}")
+                raise LabError(f"{node.daemon} on {node.name} exited; its log:\n{tail(node.log_file)}")
             time.sleep(0.1)
-        raise LabError(f"overlayd on {node.name} wrote no {node.subnet_file} within {wait:.0f}s; "
+        raise LabError(f"{node.daemon} on {node.name} wrote no {node.subnet_file} within {wait:.0f}s; "
                        f"its log:\n{tail(node.log_file)}")
 
     # -- pods -----------------------------------------------------------------------------------

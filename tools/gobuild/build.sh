@@ -4,6 +4,9 @@
 #
 #   tools/gobuild/build.sh <module-dir> <release> <ldflags> <pkg>...
 #
+# A <pkg> is a Go package path, whose last element names the binary, or <binary>=<package path>
+# when the binary's name differs (flannel's flanneld is the module's root package).
+#
 # A release's directory appears only when every binary of the request built: each build goes to
 # a temporary directory beside the cache, which is renamed into place at the end, so a failed or
 # interrupted build leaves no half-written entry. A warm run (every binary present) costs a stat.
@@ -15,8 +18,9 @@ dest=$cache/$name/$release
 go_min=${GO_MIN:-1.26}
 
 need=()
+binof() { case $1 in *=*) echo "${1%%=*}" ;; *) basename "$1" ;; esac; }
 for pkg in "$@"; do
-	bin=$(basename "$pkg")
+	bin=$(binof "$pkg")
 	[ -x "$dest/$bin" ] || need+=("$pkg")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
@@ -40,12 +44,14 @@ trap 'rm -rf "$tmp"' EXIT
 if [ -d "$dest" ]; then cp -a "$dest/." "$tmp/"; fi
 cd "$moddir"
 start=$(date +%s)
+built=()
 for pkg in "${need[@]}"; do
-	bin=$(basename "$pkg")
+	bin=$(binof "$pkg")
 	echo "building $bin $release (cache: $dest)" >&2
-	CGO_ENABLED=${CGO_ENABLED:-0} GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$tmp/$bin" "$pkg"
+	CGO_ENABLED=${CGO_ENABLED:-0} GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$tmp/$bin" "${pkg#*=}"
+	built+=("$bin")
 done
-echo "built ${need[*]##*/} in $(( $(date +%s) - start )) s" >&2
+echo "built ${built[*]} in $(( $(date +%s) - start )) s" >&2
 chmod 0755 "$tmp"
 # Swap the finished directory in: rename is atomic, an old entry is replaced whole.
 if [ -d "$dest" ]; then
