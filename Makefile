@@ -3,13 +3,16 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian's interpreter starts in ~15 ms; the CNI plugin is started once per pod.
-# gcc + libc6-dev build the plugin's native front end (cni_plugin/native/overlay.c).
+# gcc + libc6-dev build the plugin's native front end (cni_plugin/native/); clang and its
+# runtime (libFuzzer, ASan, UBSan) build its fuzzers and sanitized build (fuzz/).
 BASE_PYTHON ?= /usr/bin/python3
 DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nftables iptables \
-	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux binutils gcc libc6-dev
+	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux binutils gcc libc6-dev \
+	clang libclang-rt-14-dev
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 300
 
-.PHONY: deps deb venv test demo bench clean kind-e2e netpol-long flannel-bins
+.PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol-long flannel-bins
 
 deps: deb venv
 
@@ -33,9 +36,18 @@ flannel-bins:
 	nice -n 10 tools/flannel/build.sh
 
 # Without flanneld (no Go, no module proxy) the run goes on and tests/flannel skip, saying why.
+# The CNI tests drive an ASan+UBSan build of the native front end; a 60 s fuzz pass follows
+# (FUZZ_PASS_SECONDS=0 skips it). See docs/development.md.
 test: deps
 	@$(MAKE) --no-print-directory flannel-bins || echo "*** flanneld did not build: tests/flannel will SKIP (see the error above) ***" >&2
-	$(PY) -m pytest $(PYTEST_ARGS)
+	bash fuzz/check.sh $(PY) -m pytest $(PYTEST_ARGS)
+
+test-frontend: deps
+	bash fuzz/check.sh $(PY) -m pytest tests/cni
+
+# The front end's fuzzers, FUZZ_SECONDS each; `bash fuzz/run.sh --keep N` also grows fuzz/corpus.
+fuzz: deps
+	bash fuzz/build.sh && bash fuzz/run.sh $(FUZZ_SECONDS)
 
 demo: deps
 	$(VENV)/bin/overlayd lab demo --nodes 3 --pods-per-node 2

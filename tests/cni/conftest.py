@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -17,8 +18,15 @@ SUBNET_ENV = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET={subnet}\nFLANNEL_MT
 
 @pytest.fixture(scope="session")
 def overlay_exe(tmp_path_factory):
-    """The plugin as kubelet finds it in its CNI bin dir (the fast source-tree launcher)."""
-    return launcher.write(str(tmp_path_factory.mktemp("cnibin")))
+    """The plugin as kubelet finds it in its CNI bin dir (the fast source-tree launcher).
+
+    OVERLAYD_TEST_FRONTEND=PATH puts that build of the native front end in its place (fuzz/check.sh
+    runs these tests against one built with ASan and UBSan)."""
+    exe = launcher.write(str(tmp_path_factory.mktemp("cnibin")))
+    other = os.environ.get("OVERLAYD_TEST_FRONTEND")
+    if other:
+        shutil.copyfile(other, exe)
+    return exe
 
 
 class Node:
