@@ -6,6 +6,8 @@ import json
 import sys
 import time
 
+from subnet_lease.defaults import ANNOTATION_PREFIX, ETCD_PREFIX
+
 from ..lab import pod_cli as lab_pod
 
 HELP = "a multi-node cluster in network namespaces on this machine (up, status, check, down, demo)"
@@ -151,8 +153,8 @@ def _demo(lab) -> int:
     if lab.kube:
         _print_nodes(lab)
     else:
-        print("$ etcdctl get --prefix /coreos.com/network/subnets")
-        print(lab.etcd.etcdctl("get", "--prefix", "/coreos.com/network/subnets").stdout.rstrip())
+        print(f"$ etcdctl get --prefix {ETCD_PREFIX}/subnets")
+        print(lab.etcd.etcdctl("get", "--prefix", f"{ETCD_PREFIX}/subnets").stdout.rstrip())
         print("$ etcdctl lease list")
         print(lab.etcd.etcdctl("lease", "list").stdout.rstrip())
     print()
@@ -160,7 +162,7 @@ def _demo(lab) -> int:
     return 0 if result["ok"] else 1
 
 
-def _print_nodes(lab, prefix: str = "flannel.alpha.coreos.com") -> None:
+def _print_nodes(lab, prefix: str = ANNOTATION_PREFIX) -> None:
     """What `kubectl get nodes` with flannel's annotations as columns would show."""
     print(f"$ curl --unix-socket {lab.kube_api.socket} http://lab/api/v1/nodes   # Node objects, in short")
     rows = [("NAME", "POD-CIDR", "PUBLIC-IP", "VTEP-MAC", "NETWORK-UNAVAILABLE")]
