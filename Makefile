@@ -12,7 +12,7 @@ DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nft
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 300
 
-.PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol-long flannel-bins
+.PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol-long flannel-bins bench-flannel
 
 deps: deb venv
 
@@ -34,6 +34,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # flanneld from its Go module (tools/flannel/), cached by release outside the tree; warm: a stat.
 flannel-bins:
 	nice -n 10 tools/flannel/build.sh
+
+# The real flanneld and overlayd side by side (docs/benchmarks.md); ~6 min.
+bench-flannel: deps flannel-bins
+	$(PY) -m bench.flannel_vs
 
 # Without flanneld (no Go, no module proxy) the run goes on and tests/flannel skip, saying why.
 # The CNI tests drive an ASan+UBSan build of the native front end; a 60 s fuzz pass follows
