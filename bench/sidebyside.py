@@ -122,7 +122,7 @@ class SideLab:
         self.etcd = start_etcd(cleanup, host=SWITCH_IP, netns=self.switch, port=2379)
         self.writer = subprocess.Popen(["ip", "netns", "exec", self.switch, sys.executable, "-m", "bench.etcd_writer",
                                         self.etcd.endpoint, PREFIX], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True, cwd=REPO)
+                                       text=True, cwd=REPO, env={**os.environ, "GRPC_VERBOSITY": "NONE"})
         cleanup.push("etcd writer", lambda: _stop(self.writer))
         self._answer()
         self.peers = 0
