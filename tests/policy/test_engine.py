@@ -18,7 +18,7 @@ from .objects import namespace, pod, policy
 pytestmark = pytest.mark.kernel
 
 
-def wait_for(cond, timeout=15.0, what="condition"):
+def wait_for(cond, timeout=60.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()

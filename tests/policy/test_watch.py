@@ -13,7 +13,7 @@ from .fake_api import FakeApi
 from .objects import namespace, pod, policy
 
 
-def wait_for(cond, timeout=15.0, what="condition"):
+def wait_for(cond, timeout=60.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -65,7 +65,7 @@ def test_forbidden_is_named_with_the_rbac_fix_and_retried(api):
     try:
         wait_for(lambda: "networkpolicies" in w.errors(), what="the 403")
         assert "403" in w.errors()["networkpolicies"] and "networkpolicies.networking.k8s.io" in w.errors()["networkpolicies"]
-        assert cache.unsynced() == ["networkpolicies"]
+        wait_for(lambda: cache.unsynced() == ["networkpolicies"], what="the other kinds to list")
         api.forbidden.clear()                       # the ClusterRole is fixed: the retry lists
         wait_for(lambda: cache.synced and not w.errors(), what="recovery")
     finally:
