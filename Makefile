@@ -63,6 +63,11 @@ bench: deps
 netpol-long: deps
 	NETPOL_SEEDS=$$(seq -s, 1 20) NETPOL_STEPS=60 $(PY) -m pytest tests/netpol/test_generated.py $(PYTEST_ARGS)
 
+# Every chaos scenario at full length (a 30-min churn soak among them), then their table (docs/chaos.md).
+.PHONY: soak
+soak: deps
+	nice -n 5 $(PY) -m overlayd.lab.chaos_report --soak-minutes $${SOAK_MINUTES:-30}
+
 # Needs Docker and kind; not run by `make test` (static checks of it are).
 kind-e2e: deps
 	bash e2e/kind/run.sh

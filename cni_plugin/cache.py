@@ -97,7 +97,11 @@ class _Flock:
         self.fd = None
 
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as err:     # a read-only or broken dataDir: the runtime retries later
+            raise CniError(IO_FAILURE, f"cannot open the plugin lock {self.path}: {err.strerror}",
+                           "the CNI config's `dataDir` must be on a writable file system") from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 

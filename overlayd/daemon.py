@@ -67,6 +67,7 @@ class Daemon:
         self.moving_to: Optional[Underlay] = None   # a move the lease feed is taking the lease for
         self.feed = LeaseFeed(backend, self._post, self.stop, reread_every=settings.lease_resync,
                               on_watch_restart=self._count_watch_restart)
+        self.subnet_file_pending: Optional[SubnetFile] = None  # its write failed (disk full, read-only): retried each tick
         self._nl: Optional[Netlink] = None
         self._link_watch: Optional[threading.Thread] = None
         self._backend_watch_restarts = 0
@@ -165,8 +166,25 @@ class Daemon:
             mtu=min(mtus), ipmasq=self.settings.ip_masq,
             ipv6_network=c.ipv6_network if 6 in self.paths else None,
             ipv6_subnet=first_host(own.ipv6_subnet) if 6 in self.paths and own.ipv6_subnet else None)
-        if write_subnet_file(self.settings.subnet_file, content):
+        self._write_subnet_content(content)
+
+    def _write_subnet_content(self, content: SubnetFile) -> None:
+        try:
+            wrote = write_subnet_file(self.settings.subnet_file, content)
+        except OSError as err:
+            # A full or read-only disk: the old file stays whole (atomic write); not ready, and
+            # the loop tries again every second instead of the daemon dying over it.
+            if self.subnet_file_pending is None:
+                log.error("cannot write %s: %s; pods cannot start until it is written: free space or "
+                          "make its directory writable (retrying every second)",
+                          self.settings.subnet_file, err.strerror or err)
+            self.subnet_file_pending = content
+            if self.readiness is not None:
+                self.readiness.set("subnet file written", False, f"{self.settings.subnet_file}: {err.strerror or err}")
+            return
+        if wrote or self.subnet_file_pending is not None:
             log.info("wrote %s", self.settings.subnet_file)
+        self.subnet_file_pending = None
         if self.readiness is not None:
             self.readiness.set("subnet file written")
 
@@ -224,6 +242,8 @@ class Daemon:
                     break
             if self.underlay_pending:
                 batch.append(("underlay", None, time.monotonic()))
+            if self.subnet_file_pending is not None:
+                self._write_subnet_content(self.subnet_file_pending)
             if batch:
                 self.handle(batch)
             # Checked after every pass, so a steady stream of triggers cannot starve the resync.

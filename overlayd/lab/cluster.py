@@ -275,6 +275,13 @@ class Lab:
         os.makedirs(node.cni_conf_dir)
         with open(os.path.join(node.cni_conf_dir, "10-overlay.conflist"), "w") as f:
             json.dump(node.conflist(), f, indent=1)
+        self._plug(node, i)
+        self.nodes.append(node)
+        self._add_node_object(node, i, pod_cidr)
+        return node
+
+    def _plug(self, node: Node, i: int) -> None:
+        """The node's namespace, its veth into the switch, its underlay address and default route."""
         self.log(f"node {node.name}: netns {node.netns}, underlay {node.underlay_ip}")
         add_netns(node.netns, self.cleanup)
         add_veth(f"{self.name[-6:]}n{i}", self.switch, "eth0", node.netns, self.cleanup)
@@ -288,7 +295,12 @@ class Lab:
             ip("addr", "add", f"{node.underlay_ip6}/{UNDERLAY6.prefixlen}", "dev", "eth0", "nodad", netns=node.netns)
             ip("-6", "route", "add", "default", "via", SWITCH_IP6, netns=node.netns)
             sysctl(node.netns, "net.ipv6.conf.all.forwarding", "1")
-        self.nodes.append(node)
+
+    def replug_node(self, node: Node) -> None:
+        """A node whose namespace went away (overlayd.lab.chaos.reboot_node) back on its old address."""
+        self._plug(node, _index(node))
+
+    def _add_node_object(self, node: Node, i: int, pod_cidr: bool) -> None:
         if self.kube:
             with open(node.net_conf_file, "w") as f:
                 json.dump(self.net_conf, f)
@@ -296,7 +308,6 @@ class Lab:
             self.api.create_node(new_node(node.name, pod_cidrs=cidrs,
                                           labels={"kubernetes.io/hostname": node.name}))
             self.log(f"node {node.name}: Node object, spec.podCIDRs {cidrs or 'none yet'}")
-        return node
 
     def restart_etcd(self, down_for: float = 0.0) -> None:
         """Stop etcd and start it again on the same address and data (an etcd hiccup)."""
