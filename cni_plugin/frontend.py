@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 
 NATIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
 SOURCE = os.path.join(NATIVE, "overlay.c")          # main(), and the compiled-in defaults
@@ -41,7 +42,7 @@ def build(out_path: str, cc: str | None = None) -> str:
     cached = _cached()
     if cached is None:
         cached = _compile(cc)
-    tmp = f"{out_path}.{os.getpid()}.tmp"
+    tmp = f"{out_path}.{os.getpid()}.{threading.get_ident()}.tmp"
     shutil.copyfile(cached, tmp)
     os.chmod(tmp, 0o755)
     os.rename(tmp, out_path)
@@ -68,7 +69,7 @@ def _compile(cc: str | None) -> str:
     except OSError:
         target_dir = tempfile.mkdtemp(prefix="overlay-frontend-")
     out = os.path.join(target_dir, os.path.basename(cache))
-    tmp = f"{out}.{os.getpid()}.tmp"
+    tmp = f"{out}.{os.getpid()}.{threading.get_ident()}.tmp"
     errors = []
     for extra in (["-static"], []):
         proc = subprocess.run([cc, *CFLAGS, *extra, "-o", tmp, *sources()], capture_output=True, text=True)

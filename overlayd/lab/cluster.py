@@ -298,7 +298,13 @@ class Lab:
 
     def replug_node(self, node: Node) -> None:
         """A node whose namespace went away (overlayd.lab.chaos.reboot_node) back on its old address."""
-        self._plug(node, _index(node))
+        i = _index(node)
+        deadline = time.monotonic() + 10      # the kernel frees a deleted namespace's veths lazily
+        while ip("link", "show", f"{self.name[-6:]}n{i}", netns=self.switch, check=False).returncode == 0:
+            if time.monotonic() > deadline:
+                raise LabError(f"the switch's end of {node.name}'s old veth is still there after 10 s")
+            time.sleep(0.05)
+        self._plug(node, i)
 
     def _add_node_object(self, node: Node, i: int, pod_cidr: bool) -> None:
         if self.kube:

@@ -461,3 +461,65 @@ def disk_trouble(*, log=lambda m: None) -> dict:
         out["leaks"] = out["leaks"] + teardown(lab) + [f"mount {d.path}" for d in disks if os.path.ismount(d.path)]
     out["row"] = Row(out["scenario"], None, out["steps"].get("space back", {}).get("ready_after_s"), out["leaks"], None)
     return out
+
+
+# -- 1b: only the owner cut off, past its TTL ----------------------------------------------
+def owner_cut_off_past_ttl(*, lease_ttl: int = 8, newcomer: bool = False, log=lambda m: None) -> dict:
+    """Only n1 loses etcd (nftables drops its packets), longer than its lease TTL; etcd expires
+    its lease while n1 lives. With `newcomer`, the pool is cut to the three nodes' subnets plus
+    n1's... i.e. one spare subnet is reserved and a fourth node joins during the partition: the
+    only subnet it can get is n1's expired one (the gap docs/chaos.md describes)."""
+    net_conf = {"Network": "10.244.0.0/16", "SubnetMin": "10.244.1.0", "SubnetMax": "10.244.4.0",
+                "Backend": {"Type": "vxlan"}}
+    lab = Lab(log=log, net_conf=net_conf, daemon_args=(f"--subnet-lease-ttl={lease_ttl}",))
+    out = {"scenario": f"owner alone cut off {'+ newcomer ' if newcomer else ''}past TTL ({lease_ttl} s)"}
+    hole = None
+    try:
+        lab.up(3, 1)
+        if not lab.wait_converged(30):
+            raise AssertionError(f"lab never converged: {probes.kernel_vs_leases(lab)}")
+        owner, peers = lab.nodes[0], lab.nodes[1:]
+        subnet0 = lab.subnets()[owner.name]
+        own_net = [s for s, v in probes.store_leases(lab).items() if v["public_ip"] == owner.underlay_ip][0]
+        kernel0 = probes.kernel_entries(owner.netns)
+        hole = Blackhole(lab.switch, 2379, sources=[owner.underlay_ip]).start()
+        t0 = time.monotonic()
+        out["expired_s"] = (time.monotonic() - t0) if wait_for(
+            lambda: own_net not in probes.store_leases(lab), lease_ttl * 4) else None
+        out["peers_dropped_owner_s"] = (time.monotonic() - t0) if wait_for(
+            lambda: all(own_net not in probes.kernel_entries(p.netns).routes for p in peers), 30) else None
+        if newcomer:
+            free = [f"10.244.{i}.0/24" for i in range(1, 5) if f"10.244.{i}.0/24" not in probes.store_leases(lab)
+                    and f"10.244.{i}.0/24" != own_net]
+            for net in free:                           # reserve the spare: only n1's is left
+                lab.etcd.etcdctl("put", f"/coreos.com/network/subnets/{net.replace('/', '-')}",
+                                 '{"PublicIP":"198.18.0.99","BackendType":"vxlan","BackendData":'
+                                 '{"VNI":1,"VtepMAC":"02:00:00:00:00:99"}}')
+            n4 = lab.add_node(4)
+            lab.start_daemon(n4)
+            try:
+                lab.wait_for_subnet_file(n4, 20)
+            except Exception:
+                pass
+            out["newcomer_subnet"] = lab.subnets().get("n4")
+            out["newcomer_took_owners_subnet"] = out["newcomer_subnet"] == subnet0
+        out["owner_kernel_kept"] = probes.kernel_entries(owner.netns) == kernel0
+        out["owner_subnet_file_kept"] = lab.subnets()[owner.name] == subnet0
+        out["partition_s"] = hole.stop()
+        t_lift = time.monotonic()
+        ok = wait_for(lambda: not probes.kernel_vs_leases(lab) and lab.routes_converged(), 60)
+        out["converge_s"] = time.monotonic() - t_lift if ok else None
+        out["owner_subnet_after"] = lab.subnets()[owner.name]
+        out["owner_kept_subnet"] = out["owner_subnet_after"] == subnet0
+        out["subnets_after"] = lab.subnets()
+        out["problems_after"] = [] if ok else probes.kernel_vs_leases(lab)
+        out["leaks"] = []
+    finally:
+        if hole is not None:
+            hole.stop()
+        out.setdefault("leaks", [])
+        out["leaks"] = out["leaks"] + teardown(lab)
+    collision = out.get("newcomer_took_owners_subnet")
+    out["row"] = Row(out["scenario"], None, out.get("converge_s"),
+                     out["leaks"] + (["newcomer handed the live owner's subnet"] if collision else []), None)
+    return out

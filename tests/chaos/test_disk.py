@@ -3,6 +3,7 @@ full, then read-only, then given back."""
 import pytest
 
 from overlayd.lab import scenarios
+from overlayd.lab.scenarios import table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -11,6 +12,7 @@ IO_FAILURE = 5
 
 def test_full_or_read_only_disk_gives_clear_errors_no_torn_files_and_recovers():
     r = scenarios.disk_trouble()
+    print(table([r["row"]]))
     s = r["steps"]
     for name, step in s.items():
         for path, problem in step.get("files", {}).items():

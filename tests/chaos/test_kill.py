@@ -8,12 +8,14 @@ elsewhere) in the same run; the bound is loose because this machine's 2 cores ar
 import pytest
 
 from overlayd.lab import scenarios
+from overlayd.lab.scenarios import table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def test_overlayd_sigkilled_under_load_then_20_cycles_leak_nothing():
     r = scenarios.kill_under_load(seconds=10, cycles=20)
+    print(table([r["row"]]), {k: r[k] for k in ("ratio_to_baseline", "ratio_to_kernel_alone", "cycle_s")})
     assert r["kills_under_load"] >= 2
     assert r["ping"]["lost"] == 0, f"echoes lost while overlayd was killed: {r['ping']}"
     for run in ("baseline", "kernel_alone", "loaded"):

@@ -7,10 +7,13 @@ nothing leaked (fds, threads, child processes, namespaces).
 """
 import pytest
 
+from overlayd.lab.scenarios import table
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def assert_nothing_lost_and_kept(r):
+    print(table([r["row"]]), r["pings"], {k: r["tcp"].get(k) for k in ("bps", "retransmits", "gaps")})
     assert r["dropped_packets"] > 0, "the blackhole dropped nothing: the fault never happened"
     assert all(r["subnets_after"][n] == s for n, s in r["subnets_before"].items()), \
         f"a node's subnet changed: {r['subnets_before']} -> {r['subnets_after']}"

@@ -3,12 +3,14 @@ state (the plugin's cache, host-local's reservations) stays; it comes back on th
 import pytest
 
 from overlayd.lab import scenarios
+from overlayd.lab.scenarios import table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def test_node_reboot_keeps_subnet_releases_old_pods_and_converges():
     r = scenarios.node_reboot(nodes=3, pods_per_node=2)
+    print(table([r["row"]]), r["timing"])
     assert r["subnet_kept"], "the rebooted node came back with another subnet"
     assert r["var_lib_kept"], "the plugin cache or host-local's reservations did not survive the reboot"
     assert all(result == "ok" for _, result in r["dels"]), f"the runtime's DELs of the old pods: {r['dels']}"

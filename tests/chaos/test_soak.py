@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(int(SOAK_MINUTES * 60) + 600)
 
 def test_churn_soak(background):
     r = background.result("test_churn_soak", SOAK_MINUTES * 60 + 500)
+    print(r["stdout"], r["growth"], r["results"])
     assert r["ops"] >= SOAK_MINUTES * 60 * 5, f"only {r['ops']} CNI operations in {SOAK_MINUTES} min"
     assert r["nodes_rotated"] >= 2
     assert r["bad_ops"] == [], f"CNI operations failed with a non-retryable code: {r['bad_ops']}"
