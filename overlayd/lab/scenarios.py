@@ -466,9 +466,9 @@ def disk_trouble(*, log=lambda m: None) -> dict:
 # -- 1b: only the owner cut off, past its TTL ----------------------------------------------
 def owner_cut_off_past_ttl(*, lease_ttl: int = 8, newcomer: bool = False, log=lambda m: None) -> dict:
     """Only n1 loses etcd (nftables drops its packets), longer than its lease TTL; etcd expires
-    its lease while n1 lives. With `newcomer`, the pool is cut to the three nodes' subnets plus
-    n1's... i.e. one spare subnet is reserved and a fourth node joins during the partition: the
-    only subnet it can get is n1's expired one (the gap docs/chaos.md describes)."""
+    its lease while n1 lives. With `newcomer`, the pool (4 subnets) has its one spare reserved
+    and a fourth node joins during the partition: the only subnet it can get is n1's expired one
+    (the gap docs/chaos.md describes)."""
     net_conf = {"Network": "10.244.0.0/16", "SubnetMin": "10.244.1.0", "SubnetMax": "10.244.4.0",
                 "Backend": {"Type": "vxlan"}}
     lab = Lab(log=log, net_conf=net_conf, daemon_args=(f"--subnet-lease-ttl={lease_ttl}",))

@@ -36,6 +36,7 @@ FD_BOUND = 8
 RETRYABLE = {11}
 LEASE_TTL = 10
 POD_SLOTS = 6
+WORKERS = 8            # CNI operations in flight at most (each waits on exec'd plugins, not CPU)
 
 
 class Soak:
@@ -55,6 +56,7 @@ class Soak:
         self.leaving: set[str] = set()
         self.next_index = 4
         self.seq = 0
+        self.inflight = 0
         self.paused = threading.Event()           # set during a checkpoint: no new CNI operation starts
 
     # -- pods ---------------------------------------------------------------------------------
@@ -99,11 +101,21 @@ class Soak:
             slot["busy"] = False
 
     def _churn(self, stop: threading.Event) -> None:
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
             while not stop.is_set():
                 t = time.monotonic()
-                pool.submit(self._op)
+                if self.inflight < WORKERS:          # never queue more than can run: the rate is a ceiling
+                    with self.lock:
+                        self.inflight += 1
+                    pool.submit(self._op_counted)
                 stop.wait(max(0.0, 1.0 / self.rate - (time.monotonic() - t)))
+
+    def _op_counted(self) -> None:
+        try:
+            self._op()
+        finally:
+            with self.lock:
+                self.inflight -= 1
 
     # -- nodes --------------------------------------------------------------------------------
     def _join(self) -> None:
@@ -197,7 +209,8 @@ class Soak:
                              "fds": last["usage"][name].fds - first["usage"][name].fds}
                       for name in first["usage"]}
             out.update(growth=growth, results=dict(self.results), bad_ops=self.bad[:20],
-                       ops=sum(self.sent.values()), checkpoints=len(self.checkpoints),
+                       ops=sum(self.sent.values()), ops_per_s=round(sum(self.sent.values()) / self.seconds, 1),
+                       checkpoints=len(self.checkpoints),
                        nodes_rotated=self.next_index - 4,
                        kernel_problems=[p for cp in self.checkpoints for p in cp["kernel_problems"]],
                        metrics_mismatches=[m for cp in self.checkpoints for m in cp["metrics_mismatches"]],

@@ -1,6 +1,7 @@
 """The chaos suite's waiting-bound scenarios run side by side (issue 14's budget in `make test`).
 
-The three lease-store partitions (60 s etcd, past-TTL etcd, 60 s Kubernetes API) and the short
+The lease-store partitions (60 s etcd, past-TTL etcd, the owner alone past its TTL, 60 s
+Kubernetes API) and the short
 soak mostly wait, so the first chaos test to run starts every one of them that the session
 selected, each in its own lab (thread, or process for the soak); their tests then collect the
 results. Under pytest-xdist each test starts only its own (workers do not share a session).
@@ -24,6 +25,7 @@ SOAK_MINUTES = float(os.environ.get("OVERLAYD_SOAK_MINUTES", "3"))
 BACKGROUND = {
     "test_etcd_blackholed_60s": lambda: scenarios.store_blackhole(seconds=60),
     "test_etcd_blackholed_past_lease_ttl": lambda: scenarios.store_blackhole(seconds=25, lease_ttl=8),
+    "test_owner_alone_cut_off_past_lease_ttl": lambda: scenarios.owner_cut_off_past_ttl(lease_ttl=8),
     "test_kube_api_unreachable_60s": lambda: scenarios.store_blackhole(seconds=60, kube=True),
     "test_churn_soak": lambda: run_soak(SOAK_MINUTES),
 }

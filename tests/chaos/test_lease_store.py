@@ -12,7 +12,7 @@ from overlayd.lab.scenarios import table
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
-def assert_nothing_lost_and_kept(r):
+def assert_nothing_lost_and_kept(r, tcp_gaps=0):
     print(table([r["row"]]), r["pings"], {k: r["tcp"].get(k) for k in ("bps", "retransmits", "gaps")})
     assert r["dropped_packets"] > 0, "the blackhole dropped nothing: the fault never happened"
     assert all(r["subnets_after"][n] == s for n, s in r["subnets_before"].items()), \
@@ -20,7 +20,7 @@ def assert_nothing_lost_and_kept(r):
     assert r["converge_s"] is not None, f"kernel != leases after the outage: {r['after_problems']}"
     assert r["newcomer_converged"], "a node joining after the outage was not programmed everywhere"
     assert not r["tcp"].get("error"), f"the TCP stream broke: {r['tcp']['error']}"
-    assert r["tcp"]["gaps"] == 0, f"the TCP stream stalled for {r['tcp']['gaps']} s: {r['tcp']['intervals']}"
+    assert r["tcp"]["gaps"] <= tcp_gaps, f"the TCP stream stalled for {r['tcp']['gaps']} s: {r['tcp']['intervals']}"
     assert r["leaks"] == [], r["leaks"]
 
 
@@ -41,10 +41,24 @@ def test_etcd_blackholed_past_lease_ttl(background):
     r = background.result("test_etcd_blackholed_past_lease_ttl", 400)
     assert r["store_lost_leases"], "etcd never expired the leases: the partition was not past the TTL"
     assert r["kernel_changed_during"] == [], "a node tore down entries during the partition"
-    assert_nothing_lost_and_kept(r)
     # The expiry reaches the peers with the owners' re-creation right behind it: a blip, bounded.
+    assert_nothing_lost_and_kept(r, tcp_gaps=5)
     # Pings every 0.1 s: at most 5 s of echoes lost per stream.
     assert max(p["lost"] for p in r["pings"]) <= 50, f"pings lost: {r['pings']}"
+
+
+def test_owner_alone_cut_off_past_lease_ttl(background):
+    """Only the owner loses etcd, past its TTL: etcd expires its lease, the peers drop it (they
+    cannot tell a cut-off node from a dead one), the owner keeps its subnet, subnet file and
+    datapath, and takes the same subnet back when etcd answers; then everybody converges."""
+    r = background.result("test_owner_alone_cut_off_past_lease_ttl", 400)
+    print(table([r["row"]]), {k: r.get(k) for k in ("expired_s", "peers_dropped_owner_s", "partition_s")})
+    assert r["expired_s"] is not None, "etcd never expired the cut-off owner's lease"
+    assert r["peers_dropped_owner_s"] is not None, "peers kept routing to an expired lease"
+    assert r["owner_kernel_kept"] and r["owner_subnet_file_kept"], "the owner gave up its subnet while cut off"
+    assert r["owner_kept_subnet"], f"the owner came back with another subnet: {r['subnets_after']}"
+    assert r["converge_s"] is not None, f"kernel != leases after the partition: {r['problems_after']}"
+    assert r["leaks"] == [], r["leaks"]
 
 
 def test_kube_api_unreachable_60s(background):
