@@ -378,6 +378,8 @@ class Daemon:
                 if self.readiness is not None:
                     self.readiness.set("rules in place", False, str(err))
                 raise DatapathError("packet filter rules", 0, str(err)) from None
+        if reason == "resync" and totals and self.metrics is not None:
+            self.metrics.drifted(totals)        # nothing told us: the kernel drifted from the leases
         self._account(f"full reconcile ({reason})", started, totals, errors)
 
     def incremental_reconcile(self, events: list[LeaseEvent]) -> None:
@@ -400,6 +402,7 @@ class Daemon:
         except Exception:
             return
         self.metrics.set_lease_expiry(time.time() + health.ttl_left if health.ttl_left is not None else None)
+        self.metrics.lease_store_up.set(0 if health.last_error else 1)
         restarts = getattr(health, "watch_restarts", 0) or 0
         if restarts > self._backend_watch_restarts:
             self.metrics.watch_restarts.inc(restarts - self._backend_watch_restarts)

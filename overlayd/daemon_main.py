@@ -122,6 +122,7 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
                 status = _with_policy(status, policy.status())
             return status
 
+        metrics.ready.set_function(lambda: float(ready().ok))
         server = cni = None
         if settings.healthz_port:
             server = HealthServer(settings.healthz_ip, settings.healthz_port, liveness=liveness,

@@ -61,8 +61,16 @@ class Metrics:
         self.cni_duration = Histogram("overlayd_cni_request_seconds",
                                       "Time the CNI service spent on one ADD/DEL, delegate included.",
                                       ["command"], buckets=CNI_BUCKETS, registry=r)
+        self.ready = Gauge("overlayd_ready", "1 while /readyz answers 200 (subnet file written, datapath "
+                           "programmed, rules in place), else 0.", registry=r)
+        self.lease_store_up = Gauge("overlayd_lease_store_up", "1 while the last lease-store request "
+                                    "succeeded, 0 after a failed one.", registry=r)
+        self.drift_repaired = Counter("overlayd_drift_repaired", "Kernel entries a periodic resync found "
+                                      "missing or stale (the kernel had drifted from the leases), by kind.",
+                                      ["kind"], registry=r)
         # Known label values appear at 0 from the first scrape, so rate() works from the start.
         for kind in ENTRY_KINDS:
+            self.drift_repaired.labels(kind=kind)
             self.entries_added.labels(kind=kind)
             self.entries_removed.labels(kind=kind)
         for result in RECONCILE_RESULTS:
@@ -87,6 +95,12 @@ class Metrics:
 
     def removed(self, kind: str, n: int = 1) -> None:
         self.entries_removed.labels(kind=_kind(kind)).inc(n)
+
+    def drifted(self, counts: dict[str, int]) -> None:
+        """What a periodic resync changed, as reconcile counts ({"add_neigh": 2, "del_route": 1, ...})."""
+        for key, n in counts.items():
+            kind = key.split("_", 1)[1]
+            self.drift_repaired.labels(kind={"neigh": "arp"}.get(kind, kind)).inc(n)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""
