@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 # Debian's interpreter starts in ~15 ms; the CNI plugin is started once per pod.
 # gcc + libc6-dev build the plugin's native front end (cni_plugin/native/); clang and its
 # runtime (libFuzzer, ASan, UBSan) build its fuzzers and sanitized build (fuzz/).
+# prometheus (with promtool) and socat: `overlayd lab up --prometheus` and the alert rules' tests.
 BASE_PYTHON ?= /usr/bin/python3
 DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nftables iptables \
 	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux binutils gcc libc6-dev \
-	clang libclang-rt-14-dev
+	clang libclang-rt-14-dev prometheus socat
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 300
 

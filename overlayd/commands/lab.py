@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "spec.podCIDR per node, overlayd --kube-subnet-mgr")
         p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                        help="extra overlayd flag for every node, e.g. --daemon-arg=--ip-masq")
+        p.add_argument("--prometheus", action="store_true",
+                       help="a real Prometheus in the switch namespace scraping every node's /metrics, "
+                            "its API on a Unix socket (see `lab status`)")
         p.add_argument("--network-policy", action="store_true",
                        help="run every overlayd with --network-policy (NetworkPolicy enforcement; implies --kube); "
                             "with demo: the allow-http policy before and after")
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             # Policies, pods and namespaces come from the API: --network-policy implies --kube.
             daemon_args = tuple(args.daemon_arg) + (("--network-policy",) if args.network_policy else ())
             lab = Lab(args.name, log=_say, daemon_args=daemon_args, dual_stack=args.dual_stack,
-                      kube=args.kube or args.network_policy)
+                      kube=args.kube or args.network_policy, prometheus=args.prometheus)
             if args.action == "demo" and args.network_policy:
                 args.pods_per_node = 0          # the policy demo makes its own pods (web, frontend, other)
             with interrupts_as_exceptions():
@@ -112,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
                 store = (f"Kubernetes API {status['kube_api']['url']} (socket {status['kube_api']['socket']})"
                          if status["kube_api"] else f"etcd {status['etcd']}")
                 print(f"lab {status['lab']}: {store} in {status['switch']}")
+                if status.get("prometheus"):
+                    print(f"  Prometheus API: curl --unix-socket {status['prometheus']['socket']} "
+                          "http://prometheus/api/v1/query?query=up")
                 for n in status["nodes"]:
                     print(f"  {n['name']}  {n['netns']}  underlay {n['underlay_ip']}  subnet {n['subnet']}  "
                           f"overlayd {'running' if n['daemon_alive'] else 'NOT RUNNING'} (pid {n['daemon_pid']})")

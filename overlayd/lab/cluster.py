@@ -147,8 +147,10 @@ class Node:
 class Lab:
     def __init__(self, name: Optional[str] = None, *, net_conf: Optional[dict] = None,
                  log: Callable[[str], None] = lambda msg: None, daemon_args: tuple = (),
-                 dual_stack: bool = False, kube: bool = False, flanneld_nodes: tuple = ()):
+                 dual_stack: bool = False, kube: bool = False, flanneld_nodes: tuple = (),
+                 prometheus: bool = False):
         self.name = name or f"ovl{unique_token()}"
+        self.want_prometheus = prometheus
         self.dual_stack = dual_stack
         self.kube = kube
         self.net_conf = net_conf or (DUAL_STACK_NET_CONF if dual_stack else DEFAULT_NET_CONF)
@@ -160,6 +162,7 @@ class Lab:
         self.switch = f"{self.name}-sw"
         self.etcd: Optional[EtcdServer] = None
         self.kube_api: Optional[KubeApi] = None
+        self.prometheus = None            # overlayd.lab.prometheus.PrometheusServer with prometheus=True
         self.nodes: list[Node] = []
         self.pods: list[Pod] = []
 
@@ -178,6 +181,8 @@ class Lab:
             for node in self.nodes:
                 for j in range(1, pods_per_node + 1):
                     self.add_pod(node, j)
+            if self.want_prometheus:
+                self.start_prometheus()
             self.save_state()
             return self
         except BaseException:
@@ -414,6 +419,15 @@ class Lab:
         raise LabError(f"{node.daemon} on {node.name} wrote no {node.subnet_file} within {wait:.0f}s; "
                        f"its log:\n{tail(node.log_file)}")
 
+    def start_prometheus(self) -> None:
+        """A real Prometheus in the switch namespace, scraping every node (overlayd.lab.prometheus)."""
+        from . import prometheus
+        self.prometheus = prometheus.start(self.switch, self.workdir,
+                                           [(n.name, f"{n.underlay_ip}:{HEALTHZ_PORT}") for n in self.nodes],
+                                           self.cleanup)
+        self.log(f"Prometheus {prometheus.LISTEN} in {self.switch}, scraping {len(self.nodes)} nodes "
+                 f"(from this namespace: {self.prometheus.socket})")
+
     # -- pods -----------------------------------------------------------------------------------
     def cni(self, node: Node, command: str, pod: Pod, netconf: Optional[dict] = None) -> dict:
         """Run the `overlay` plugin in the node's namespace exactly as a container runtime does."""
@@ -498,6 +512,8 @@ class Lab:
         return {
             "lab": self.name, "workdir": self.workdir, "switch": self.switch,
             "etcd": self.etcd.endpoint if self.etcd else None,
+            "prometheus": ({"socket": self.prometheus.socket, "log": self.prometheus.log_file}
+                           if self.prometheus else None),
             "kube_api": ({"url": self.kube_api.url, "socket": self.kube_api.socket, "log": self.kube_api.log_file}
                          if self.kube_api else None),
             "nodes": [{"name": n.name, "netns": n.netns, "underlay_ip": n.underlay_ip,
@@ -516,6 +532,7 @@ class Lab:
                  "etcd": {"host": self.etcd.host, "port": self.etcd.port, "peer_port": self.etcd.peer_port,
                           "data_dir": self.etcd.data_dir, "pid": self.etcd.proc.pid} if self.etcd else None,
                  "kube_api": dataclasses.asdict(self.kube_api) if self.kube_api else None,
+                 "prometheus": dataclasses.asdict(self.prometheus) if self.prometheus else None,
                  "nodes": [dataclasses.asdict(n) for n in self.nodes],
                  "pods": [dataclasses.asdict(p) for p in self.pods]}
         path = os.path.join(STATE_DIR, f"{self.name}.json")
@@ -545,6 +562,9 @@ class Lab:
             lab.etcd = EtcdServer(e["host"], e["port"], e["peer_port"], e["data_dir"], _Detached(e["pid"]), lab.switch)
         if state.get("kube_api"):
             lab.kube_api = KubeApi(**state["kube_api"])
+        if state.get("prometheus"):
+            from .prometheus import PrometheusServer
+            lab.prometheus = PrometheusServer(**state["prometheus"])
         lab.nodes = [Node(**n) for n in state["nodes"]]
         lab.pods = [Pod(**p) for p in state["pods"]]
         return lab
