@@ -29,8 +29,8 @@ PANELS = [
         ("sum by (node) (overlayd_drift_repaired_total)", "{node}")]),
     ("CNI requests per second, by result", "reqps", [
         ("sum by (command, result) (rate(overlayd_cni_requests_total[1m]))", "{command} {result}")]),
-    ("Ready (1) and lease store reachable (1)", "", [
-        ("overlayd_ready", "ready {node}"), ("overlayd_lease_store_up + 0.05", "lease store {node}")]),
+    ("Nodes ready, and reaching their lease store", "", [
+        ("sum(overlayd_ready)", "ready"), ("sum(overlayd_lease_store_up)", "lease store up")]),
 ]
 
 
