@@ -6,6 +6,7 @@ daemon_command), the node's CNI conf dir and the lab's CNI bin dir, all nodes at
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import subprocess
 
@@ -14,7 +15,13 @@ from .netns import LabError
 
 
 def command(lab, node, *extra: str) -> list[str]:
-    daemon = lab.daemon_command(node)
+    if getattr(node, "daemon", "overlayd") == "flanneld":
+        # A node running the real flanneld: doctor checks its datapath against the same leases (the
+        # formats are flannel's); flanneld has no health server or CNI service of ours.
+        daemon = lab.daemon_command(dataclasses.replace(node, daemon="overlayd")) + ["--healthz-port=0",
+                                                                                      "--cni-socket="]
+    else:
+        daemon = lab.daemon_command(node)
     return ["ip", "netns", "exec", node.netns, daemon[0], "doctor", *daemon[1:],
             f"--cni-conf-dir={node.cni_conf_dir}", f"--cni-bin-dir={lab.cni_bin_dir}", *extra]
 
