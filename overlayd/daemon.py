@@ -27,6 +27,7 @@ from .datapath import FamilyConfig, FamilyPath, family_configs
 from .errors import DatapathError, DeviceMissing, SettingsError
 from .lease_feed import LeaseFeed, MoveRequest, Moved
 from .netlink import LinkEvent, Netlink
+from .peer_grace import PeerGrace
 from .reconcile_report import account, merge_counts
 from .settings import DaemonSettings
 from .subnet_file import SubnetFile, first_host, previous_subnet, write_subnet_file
@@ -67,6 +68,7 @@ class Daemon:
         self.moving_to: Optional[Underlay] = None   # a move the lease feed is taking the lease for
         self.feed = LeaseFeed(backend, self._post, self.stop, reread_every=settings.lease_resync,
                               on_watch_restart=self._count_watch_restart)
+        self.grace = PeerGrace(settings.peer_removal_grace)   # removals held back (--peer-removal-grace)
         self.subnet_file_pending: Optional[SubnetFile] = None  # its write failed (disk full, read-only): retried each tick
         self._nl: Optional[Netlink] = None
         self._link_watch: Optional[threading.Thread] = None
@@ -244,6 +246,12 @@ class Daemon:
                 batch.append(("underlay", None, time.monotonic()))
             if self.subnet_file_pending is not None:
                 self._write_subnet_content(self.subnet_file_pending)
+            if self.grace.deadlines:
+                expired = self.grace.expired(self.peers)
+                if expired:
+                    log.info("peer lease(s) %s stayed away for --peer-removal-grace; removing",
+                             ", ".join(ev.lease.key for ev in expired))
+                    batch.append(("leases", expired, time.monotonic()))
             if batch:
                 self.handle(batch)
             # Checked after every pass, so a steady stream of triggers cannot starve the resync.
@@ -268,15 +276,18 @@ class Daemon:
             if kind not in ("underlay", "moved"):
                 reasons.add(kind)
             if kind == "leases":
-                lease_events.extend(payload)
                 for ev in payload:
                     if ev.kind == "added":
                         self.peers[ev.lease.key] = ev.lease
+                        self.grace.added(ev.lease.key)
+                    elif self.grace.removed(self.peers, ev.lease):
+                        continue                 # applied when its grace runs out, unless it comes back
                     else:
                         self.peers.pop(ev.lease.key, None)
+                    lease_events.append(ev)
                 oldest = at if oldest is None else min(oldest, at)
             elif kind == "snapshot":
-                self.peers = {l.key: l for l in payload}
+                self.peers = self.grace.snapshot(self.peers, {l.key: l for l in payload})
                 lease_events = []
             elif kind == "own":
                 log.warning("own lease is now %s (was %s)", payload.key, self.own.key)

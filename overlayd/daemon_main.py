@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Optional
 
-from .errors import OverlayError
+from .errors import OverlayError, SettingsError
 from .settings import DaemonSettings
 
 log = logging.getLogger("overlayd")
@@ -53,6 +53,10 @@ def add_daemon_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lease-resync", type=float, default=d.lease_resync, metavar="SECONDS",
                    help="re-read every lease from the store this often, so any drift heals; 0: only "
                         "after a watch failure (default %(default)s)")
+    p.add_argument("--peer-removal-grace", type=float, default=d.peer_removal_grace, metavar="SECONDS",
+                   help="keep a peer whose lease vanished programmed this long unless it comes back, so a "
+                        "lease store away for longer than the lease TTL does not cut pod traffic when it "
+                        "returns; 0 removes at once, as flannel does (default %(default)s)")
     p.add_argument("--vxlan-tx-checksum-off", action="store_true",
                    help="turn off tx checksum offload on the vxlan device (flannel #2152)")
     p.add_argument("--cni-socket", default=d.cni_socket, metavar="PATH",
@@ -72,6 +76,8 @@ def add_daemon_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
+    if args.peer_removal_grace < 0:
+        raise SettingsError(f"--peer-removal-grace {args.peer_removal_grace}: use 0 (remove at once) or more seconds")
     return DaemonSettings(
         subnet_file=args.subnet_file, ifaces=tuple(args.iface), iface_regex=tuple(args.iface_regex),
         iface_can_reach=args.iface_can_reach, public_ip=args.public_ip, public_ipv6=args.public_ipv6,
@@ -79,7 +85,7 @@ def settings_from_args(args: argparse.Namespace) -> DaemonSettings:
         # keeps pod -> pod sources) and subnet.env tells the bridge not to (its ipMasq would not).
         ip_masq=args.ip_masq or args.network_policy, iptables_forward_rules=args.iptables_forward_rules,
         healthz_ip=args.healthz_ip, healthz_port=args.healthz_port, resync=args.resync,
-        lease_resync=args.lease_resync,
+        lease_resync=args.lease_resync, peer_removal_grace=args.peer_removal_grace,
         vxlan_tx_checksum_off=args.vxlan_tx_checksum_off, cni_socket=args.cni_socket,
         cni_data_dir=args.cni_data_dir, network_policy=args.network_policy,
         network_policy_log_group=args.network_policy_log_group,

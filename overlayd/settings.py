@@ -21,6 +21,7 @@ class DaemonSettings:
     healthz_ip: str = "0.0.0.0"
     healthz_port: int = 0                 # 0: no health/metrics server
     resync: float = 60.0                  # seconds between full reconciles
+    peer_removal_grace: float = 0.0       # seconds a vanished peer lease stays programmed; 0: remove at once
     lease_resync: float = 600.0           # seconds between full re-reads of the lease store; 0: never
     vxlan_tx_checksum_off: bool = False
     cni_socket: str = SOCKET_DEFAULT         # the CNI service (overlayd.cni_service); "" turns it off

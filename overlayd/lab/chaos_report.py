@@ -22,6 +22,7 @@ def plan(soak_minutes: float) -> dict:
     return {
         "etcd-60s": (True, lambda: scenarios.store_blackhole(seconds=60)),
         "etcd-past-ttl": (True, lambda: scenarios.store_blackhole(seconds=25, lease_ttl=8)),
+        "etcd-past-ttl+grace": (True, lambda: scenarios.store_blackhole(seconds=25, lease_ttl=8, grace=15)),
         "owner-cut-off": (True, lambda: scenarios.owner_cut_off_past_ttl(lease_ttl=8)),
         "owner-cut-off+newcomer": (True, lambda: scenarios.owner_cut_off_past_ttl(lease_ttl=8, newcomer=True)),
         "kube-60s": (True, lambda: scenarios.store_blackhole(seconds=60, kube=True)),

@@ -112,7 +112,7 @@ def public_ips(lab: Lab) -> dict:
 
 # -- 1 and 2: the lease store blackholed ------------------------------------------------------
 def store_blackhole(*, seconds: float = 60.0, lease_ttl: Optional[int] = None, kube: bool = False,
-                    nodes: int = 3, log=lambda m: None) -> dict:
+                    nodes: int = 3, grace: float = 0.0, log=lambda m: None) -> dict:
     """Drop the lease store's packets for `seconds` while pods talk across nodes.
 
     Returned details: ping/TCP results, the subnets before/after, whether the store dropped the
@@ -121,9 +121,11 @@ def store_blackhole(*, seconds: float = 60.0, lease_ttl: Optional[int] = None, k
     work again), leaks.
     """
     name = "Kubernetes API" if kube else "etcd"
-    args = (f"--subnet-lease-ttl={lease_ttl}",) if lease_ttl else ()
+    args = ((f"--subnet-lease-ttl={lease_ttl}",) if lease_ttl else ()) + \
+        ((f"--peer-removal-grace={grace:g}",) if grace else ())
     lab = Lab(kube=kube, daemon_args=args, log=log)
-    out = {"scenario": f"{name} blackholed {seconds:.0f} s" + (f" (lease TTL {lease_ttl} s)" if lease_ttl else "")}
+    out = {"scenario": f"{name} blackholed {seconds:.0f} s" + (f" (lease TTL {lease_ttl} s)" if lease_ttl else "")
+           + (f", grace {grace:g} s" if grace else "")}
     pings, iperf = [], None
     try:
         lab.up(nodes, 1)

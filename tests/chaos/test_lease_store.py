@@ -47,6 +47,16 @@ def test_etcd_blackholed_past_lease_ttl(background):
     assert max(p["lost"] for p in r["pings"]) <= 50, f"pings lost: {r['pings']}"
 
 
+def test_etcd_blackholed_past_lease_ttl_with_grace(background):
+    """The same with --peer-removal-grace=15: the expiries that reach the peers after the
+    partition are held back until the owners' re-creation cancels them: nothing is lost."""
+    r = background.result("test_etcd_blackholed_past_lease_ttl_with_grace", 400)
+    assert r["store_lost_leases"], "etcd never expired the leases: the partition was not past the TTL"
+    assert r["kernel_changed_during"] == []
+    assert_nothing_lost_and_kept(r)
+    assert r["lost"] == 0, f"pings lost across nodes: {r['pings']}"
+
+
 def test_owner_alone_cut_off_past_lease_ttl(background):
     """Only the owner loses etcd, past its TTL: etcd expires its lease, the peers drop it (they
     cannot tell a cut-off node from a dead one), the owner keeps its subnet, subnet file and
