@@ -7,7 +7,7 @@ Crashes found are fixed and kept below as @example regression cases.
 import json
 import os
 
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cni_plugin import request as cni_request
@@ -138,6 +138,7 @@ def test_subnet_env(lines):
     assert 576 <= env.mtu <= 65535
 
 
+@settings(max_examples=25)      # each example writes and fsyncs a file
 @given(st.sampled_from(["10.244.3.1/24", "10.0.0.1/8", "192.168.255.1/30"]),
        st.sampled_from(["10.244.0.0/16", "10.0.0.0/8"]), st.integers(576, 65535), st.booleans(),
        st.one_of(st.none(), st.sampled_from(["fd00:10:244:3::1/64"])))
