@@ -101,10 +101,12 @@ def _network(doc: dict, field: str, version: int):
     raw = doc.get(field)
     if raw in (None, ""):
         return None
+    example = "10.244.0.0/16" if version == 4 else "fc00::/48"
+    if not isinstance(raw, str):     # ipaddress would take a number (or true) as an address
+        raise ConfigError(f"{field} {raw!r} must be a string; write it like \"{example}\"")
     try:
         net = ipaddress.ip_network(raw, strict=True)
     except (ValueError, TypeError) as err:
-        example = "10.244.0.0/16" if version == 4 else "fc00::/48"
         raise ConfigError(f"{field} {raw!r} is not a CIDR network ({err}); "
                           f'write it like "{example}"') from None
     if net.version != version:
@@ -156,6 +158,8 @@ def _bound(doc: dict, field: str, net, subnet_len: int, default):
     if raw in (None, ""):
         return default
     try:
+        if not isinstance(raw, str):     # ipaddress would take a number as an address
+            raise TypeError(raw)
         addr = ipaddress.ip_address(raw)
     except (ValueError, TypeError):
         raise ConfigError(f"{field} {raw!r} is not an IP address; write it like "

@@ -35,6 +35,9 @@ NET_CONF = st.fixed_dictionaries({}, optional={
     "IPv6SubnetMin": maybe(IPV6), "IPv6SubnetMax": maybe(IPV6), "Backend": maybe(BACKEND)})
 
 
+ADDRESS_FIELDS = ("Network", "SubnetMin", "SubnetMax", "IPv6Network", "IPv6SubnetMin", "IPv6SubnetMax")
+
+
 def check_net_conf(text):
     try:
         config = parse_net_config(text)
@@ -44,10 +47,18 @@ def check_net_conf(text):
         return
     assert isinstance(config, NetConfig)
     assert config.network is not None or config.ipv6_network is not None
+    # A correct parse: an address field flannel reads as a string was one (ipaddress alone
+    # takes 167772416 or true for an address).
+    doc = json.loads(text)
+    for field in ADDRESS_FIELDS:
+        assert doc.get(field) in (None, "") or isinstance(doc[field], str), (field, doc[field])
 
 
 @given(NET_CONF)
 @example({"Network": "10.244.0.0/16", "SubnetLen": 24, "Backend": {"Type": "vxlan"}})
+@example({"Network": "10.0.0.0/8", "SubnetMin": 167772416})    # found: a number taken as 10.0.1.0
+@example({"Network": 167772160})                               # found: a number taken as 10.0.0.0/32
+@example({"Network": True})                                    # found: true taken as 0.0.0.1/32
 def test_net_conf_json_documents(doc):
     check_net_conf(json.dumps(doc))
 
