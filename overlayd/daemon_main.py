@@ -12,6 +12,7 @@ from typing import Optional
 
 from .errors import OverlayError, SettingsError
 from .settings import DaemonSettings
+from .start_up import release_free_memory, start_prefetch
 
 log = logging.getLogger("overlayd")
 
@@ -98,6 +99,13 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from .backend_flags import make_backend
+    try:
+        backend = make_backend(args)
+    except (OverlayError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    # The store's first reads overlap the imports below and the device's creation (start_up.py).
+    prefetch = start_prefetch(backend)
     from .daemon import Daemon
     from .health import Heartbeat, HealthError, HealthServer, Readiness, Status
     from .metrics import Metrics
@@ -109,7 +117,6 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         conditions = ["subnet file written", "datapath programmed"] + (["rules in place"] if rules.enabled else [])
         readiness, metrics = Readiness(*conditions), Metrics()
         heartbeat = Heartbeat(max_age=max(30.0, 3 * settings.resync))
-        backend = make_backend(args)
         policy = _policy_agent(settings, backend, metrics) if settings.network_policy else None
         daemon = Daemon(settings, backend, metrics=metrics, readiness=readiness, rules=rules, heartbeat=heartbeat,
                         before_subnet_file=policy.on_lease if policy is not None else None)
@@ -155,7 +162,9 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
     # `kill -USR1 <pid>` writes every thread's stack to the log: for a daemon that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
+        prefetch.join(10)
         daemon.start_with_retry()
+        release_free_memory()
         if policy is not None and not daemon.stop.is_set():
             policy.start()
         if not daemon.stop.is_set():

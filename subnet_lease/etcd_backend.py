@@ -73,8 +73,13 @@ class EtcdLeaseBackend:
         self._snap_cache = (revision, leases)
         return list(leases.values()), revision
 
+    def prefetch(self) -> None:
+        """Start-up: read the leases now (while the daemon still imports and makes its device);
+        find_own_lease takes this read if it is recent, so the start-up still reads once."""
+        self.reads.hand_on(self.reads.read_all(), to="find_own_lease")
+
     def find_own_lease(self, public_ip) -> Optional[Lease]:
-        read = self.reads.read_all()
+        read = self.reads.take_handed("find_own_lease") or self.reads.read_all()
         self.reads.hand_on(read, to="acquire")
         return find_own(read[0].values(), public_ip)
 

@@ -127,12 +127,16 @@ def test_missing_network_config_names_the_key_and_fix(etcd_server, etcd_prefix):
         b.close()
 
 
-def test_a_start_up_reads_the_leases_once_and_its_snapshot_watch_misses_nothing(etcd_server, etcd_prefix, backends):
+@pytest.mark.parametrize("prefetch", [False, True], ids=["plain", "prefetched"])
+def test_a_start_up_reads_the_leases_once_and_its_snapshot_watch_misses_nothing(etcd_server, etcd_prefix, backends,
+                                                                                 prefetch):
     first = backends()
     config = first.get_network_config()
     mine_before = first.acquire(config, template(3))          # this node ran before: its key exists
     me = backends()                                            # ... and now starts again
     reads_before = me.reads.count                              # full reads of the subnets prefix
+    if prefetch:                      # overlayd reads while it imports (overlayd.start_up): still one read
+        me.prefetch()
     # the daemon's start-up: find our lease, acquire, snapshot; a peer arrives in between
     assert me.find_own_lease(template(3).public_ip) == dataclasses.replace(mine_before, ttl=None)
     late = backends()
