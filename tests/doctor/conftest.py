@@ -32,6 +32,14 @@ def failing(report: Report) -> dict[str, list]:
             for name, found in report.by_check().items() if name in report.failing()}
 
 
+class Found(list):
+    """The failing check's findings, with the whole report at .report."""
+
+    def __init__(self, findings, report: Report):
+        super().__init__(findings)
+        self.report = report
+
+
 def only(lab: Lab, check: str, node: str = "n1", severity: str | None = None):
     """Doctor on `node` names `check` (with warning or error) and nothing else; its findings."""
     report = diagnose(lab, node)
@@ -41,7 +49,7 @@ def only(lab: Lab, check: str, node: str = "n1", severity: str | None = None):
     if severity:
         assert {f.severity for f in bad[check]} == {severity}, bad[check]
     assert report.exit_code == (2 if any(f.severity == "error" for f in bad[check]) else 1)
-    return bad[check]
+    return Found(bad[check], report)
 
 
 def clean(lab: Lab, node: str = "n1", timeout: float = 30) -> Report:

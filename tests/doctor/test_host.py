@@ -31,7 +31,6 @@ def lab():
 
 @pytest.fixture(scope="module", autouse=True)
 def ends_clean(lab):
-    clean(lab)
     yield
     clean(lab)
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
 from overlayd.lab.cluster import bin_dir
 from overlayd.lab.netns import ip, run
 
-from .conftest import clean, diagnose, make_lab, only, text
+from .conftest import clean, make_lab, only, text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
@@ -44,9 +45,12 @@ def _subnet_of(lab, name):
 
 
 def test_a_healthy_lab_is_clean_on_every_node_and_shows_its_evidence(lab):
-    from overlayd.lab import doctor as lab_doctor
-    result = lab_doctor.run(lab)
-    assert result["exit_code"] == 0 and set(result["nodes"]) == {"n1", "n2"}
+    """`overlayd lab doctor --json`, as a user runs it."""
+    proc = subprocess.run([os.path.join(bin_dir(), "overlayd"), "lab", "doctor", f"--name={lab.name}", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["exit_code"] == 0, proc.stdout + proc.stderr
+    assert set(result["nodes"]) == {"n1", "n2"} and result["lab"] == lab.name
     for report in result["nodes"].values():
         checks = {c["check"]: c for c in report["checks"]}
         assert {c["severity"] for c in checks.values()} <= {"ok", "info"}
@@ -93,7 +97,7 @@ def test_device_mac_that_differs_from_the_lease(lab, n1):
     try:
         found = only(lab, "device", severity="error")
         assert f"MAC 02:00:00:00:0d:0c, but the lease (what peers use) says {mac}" in text(found)
-        report = diagnose(lab)
+        report = found.report
         assert {f.severity for f in report.by_check()["entries"]} == {"info"}
         assert "following from the device problem" in report.by_check()["entries"][0].summary
     finally:
