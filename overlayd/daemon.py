@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import queue
-import secrets
 import threading
 import time
 from typing import Optional
@@ -23,24 +22,17 @@ from subnet_lease.lease import Lease, LeaseEvent
 from subnet_lease.backend import BackendUnavailable
 from subnet_lease.backoff import Backoff
 
-from .datapath import FamilyConfig, FamilyPath, family_configs
+from .datapath import FamilyConfig, FamilyPath, family_configs, random_mac
 from .errors import DatapathError, DeviceMissing, SettingsError
 from .lease_feed import LeaseFeed, MoveRequest, Moved
 from .netlink import LinkEvent, Netlink
 from .peer_grace import PeerGrace
-from .reconcile_report import account, merge_counts
+from .reconcile_report import account, export_lease_health, merge_counts
 from .settings import DaemonSettings
 from .subnet_file import SubnetFile, first_host, previous_subnet, write_subnet_file
-from .underlay import Underlay, select_underlay
+from .underlay import Underlay, same_underlay, select_underlay
 
 log = logging.getLogger(__name__)
-
-def random_mac() -> str:
-    """A locally administered unicast MAC (kept in the lease, so it survives restarts)."""
-    octets = bytearray(secrets.token_bytes(6))
-    octets[0] = (octets[0] & 0xFE) | 0x02
-    return ":".join(f"{b:02x}" for b in octets)
-
 
 class Daemon:
     def __init__(self, settings: DaemonSettings, backend, *, metrics=None, readiness=None, rules=None,
@@ -325,9 +317,9 @@ class Daemon:
             return
         self.underlay_pending = False
         target = self.moving_to or self.underlay
-        if _same_underlay(now, target):
+        if same_underlay(now, target):
             return
-        if self.moving_to is None and _same_underlay(now, self.underlay):
+        if self.moving_to is None and same_underlay(now, self.underlay):
             return
         log.warning("underlay changed from %s (%s) to %s (%s); moving the overlay to it",
                     self.underlay.name, self.underlay.ip, now.name, now.ip)
@@ -378,17 +370,9 @@ class Daemon:
             merge_counts(totals, result.counts)
             errors += result.errors
         if self.rules is not None and self.rules.enabled:
-            try:
-                self.rules.ensure(self.config.network if 4 in self.paths else None,
-                                  self.own.subnet if 4 in self.paths else None,
-                                  self.config.ipv6_network if 6 in self.paths else None,
-                                  self.own.ipv6_subnet if 6 in self.paths else None)
-                if self.readiness is not None:
-                    self.readiness.set("rules in place")
-            except Exception as err:
-                if self.readiness is not None:
-                    self.readiness.set("rules in place", False, str(err))
-                raise DatapathError("packet filter rules", 0, str(err)) from None
+            v4, v6 = 4 in self.paths, 6 in self.paths
+            self.rules.ensure_in_pass(self.readiness, self.config.network if v4 else None, self.own.subnet if v4 else None,
+                                      self.config.ipv6_network if v6 else None, self.own.ipv6_subnet if v6 else None)
         if reason == "resync" and totals and self.metrics is not None:
             self.metrics.drifted(totals)        # nothing told us: the kernel drifted from the leases
         self._account(f"full reconcile ({reason})", started, totals, errors)
@@ -408,16 +392,7 @@ class Daemon:
 
     def _export_lease_ttl(self) -> None:
         """Lease TTL left, and the backend's own watch restarts (reconnects, re-snapshots, re-lists)."""
-        try:
-            health = self.backend.health()
-        except Exception:
-            return
-        self.metrics.set_lease_expiry(time.time() + health.ttl_left if health.ttl_left is not None else None)
-        self.metrics.lease_store_up.set(0 if health.last_error else 1)
-        restarts = getattr(health, "watch_restarts", 0) or 0
-        if restarts > self._backend_watch_restarts:
-            self.metrics.watch_restarts.inc(restarts - self._backend_watch_restarts)
-            self._backend_watch_restarts = restarts
+        self._backend_watch_restarts = export_lease_health(self.metrics, self.backend, self._backend_watch_restarts)
 
     def shutdown(self) -> None:
         """Stop the loop and the threads; leave the datapath and the lease in place."""
@@ -428,7 +403,3 @@ class Daemon:
             log.warning("closing the lease backend: %s", err)
         if self._nl is not None:
             self._nl.close()
-
-
-def _same_underlay(a: Underlay, b: Underlay) -> bool:
-    return (a.ip, a.index, a.public_ip) == (b.ip, b.index, b.public_ip)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import secrets
 from typing import Iterable, Optional
 
 from subnet_lease.lease import Lease, LeaseEvent
@@ -68,6 +69,13 @@ def family_configs(config, underlay, *, ipv6_local=None, tx_checksum_off: bool =
         out[6] = FamilyConfig(family=6, device_name=f"flannel-v6.{b.vni}", local_ip=ipv6_local.ip.compressed,
                               underlay_net=ipv6_local.network, network=config.ipv6_network, **common)
     return out
+
+
+def random_mac() -> str:
+    """A locally administered unicast MAC (kept in the lease, so it survives restarts)."""
+    octets = bytearray(secrets.token_bytes(6))
+    octets[0] = (octets[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in octets)
 
 
 class FamilyPath:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from .errors import DatapathError
 
@@ -35,3 +36,18 @@ def account(what: str, elapsed: float, counts: dict, errors: list, peers: int, m
         readiness.set("datapath programmed", not errors, f"{len(errors)} netlink errors" if errors else "")
     if errors:
         raise DatapathError(what, errors[0].errno, f"{len(errors)} requests failed, first: {errors[0]}")
+
+
+def export_lease_health(metrics, backend, seen_restarts: int) -> int:
+    """The lease TTL left, whether the store answers, and the backend's own watch restarts
+    (reconnects, re-snapshots, re-lists) since `seen_restarts`; returns the new count."""
+    try:
+        health = backend.health()
+    except Exception:
+        return seen_restarts
+    metrics.set_lease_expiry(time.time() + health.ttl_left if health.ttl_left is not None else None)
+    metrics.lease_store_up.set(0 if health.last_error else 1)
+    restarts = getattr(health, "watch_restarts", 0) or 0
+    if restarts > seen_restarts:
+        metrics.watch_restarts.inc(restarts - seen_restarts)
+    return max(restarts, seen_restarts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from .errors import DatapathError
 from .masquerade import CommandRunner, Masquerade, MasqSpec
 from .forward_rules import ForwardRules
 
@@ -41,3 +42,15 @@ class RulesKeeper:
                 log.info("FORWARD accepts written for the pod network")
                 changed = True
         return changed
+
+    def ensure_in_pass(self, readiness, network, subnet, ipv6_network=None, ipv6_subnet=None) -> None:
+        """ensure(), as one step of a reconcile pass: readiness says whether the rules are in
+        place; a failure is a DatapathError (the pass is retried)."""
+        try:
+            self.ensure(network, subnet, ipv6_network, ipv6_subnet)
+            if readiness is not None:
+                readiness.set("rules in place")
+        except Exception as err:
+            if readiness is not None:
+                readiness.set("rules in place", False, str(err))
+            raise DatapathError("packet filter rules", 0, str(err)) from None

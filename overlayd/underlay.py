@@ -93,3 +93,8 @@ def select_underlay(nl: Netlink, *, ifaces: Sequence[str] = (), iface_regex: Seq
     default = None if (ifaces or iface_regex or can_reach) else nl.default_route_index()
     return choose_underlay(links, addrs, ifaces=ifaces, iface_regex=iface_regex, reach_index=reach,
                            default_index=default, public_ip=public_ip)
+
+
+def same_underlay(a: Underlay, b: Underlay) -> bool:
+    """Same interface, same local address, same address peers use: nothing to move."""
+    return (a.ip, a.index, a.public_ip) == (b.ip, b.index, b.public_ip)
