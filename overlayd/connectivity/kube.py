@@ -92,8 +92,11 @@ def _state(pod) -> str:
     if phase != "Running":
         reasons = [c.state.waiting.reason for c in (pod.status.container_statuses or [])
                    if c.state and c.state.waiting and c.state.waiting.reason]
-        scheduled = "" if pod.spec.node_name else " (not scheduled)"
-        return phase + (f" ({', '.join(reasons)})" if reasons else "") + scheduled
+        if reasons:
+            return f"{phase} ({', '.join(reasons)})"
+        if phase == "Pending" and pod.spec.node_name and not pod.status.container_statuses:
+            return f"Pending (no kubelet has started it on {pod.spec.node_name})"
+        return phase
     if not pod.status.pod_ip or not all(c.ready for c in (pod.status.container_statuses or [])):
         return "Running, not ready"
     return "ready"
