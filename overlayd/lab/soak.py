@@ -29,7 +29,8 @@ import time
 from . import probes
 from .cluster import Lab, Pod
 from .netns import add_netns, delete_netns
-from .scenarios import Row, table, teardown, wait_for
+from .scenario_base import Row, table, teardown, wait_for
+from .scenario_disk import cni_attempt
 
 RSS_BOUND_KB = 16 * 1024
 FD_BOUND = 8
@@ -86,7 +87,6 @@ class Soak:
                 command = "ADD"
             else:
                 pod, command = slot["pod"], "DEL"
-            from .scenarios import cni_attempt
             result = cni_attempt(self.lab, node, pod, command, node.netconf())
             with self.lock:
                 self.sent[(node.name, pid, command)] += 1
@@ -131,7 +131,6 @@ class Soak:
         wait_for(lambda: not any(s["busy"] for s in self.slots[node.name]), 30, 0.05)
         for slot in self.slots[node.name]:                 # drained: the runtime deletes its pods
             if slot["pod"] is not None:
-                from .scenarios import cni_attempt
                 result = cni_attempt(self.lab, node, slot["pod"], "DEL", node.netconf())
                 with self.lock:
                     self.sent[(node.name, node.pid, "DEL")] += 1
@@ -180,7 +179,7 @@ class Soak:
 
     def run(self) -> dict:
         lab = self.lab
-        out = {"scenario": f"churn soak {self.seconds / 60:.0f} min"}
+        out = {"scenario": f"churn soak {self.seconds / 60:g} min"}
         stop = threading.Event()
         churn = ping = None
         try:
@@ -215,6 +214,8 @@ class Soak:
                        kernel_problems=[p for cp in self.checkpoints for p in cp["kernel_problems"]],
                        metrics_mismatches=[m for cp in self.checkpoints for m in cp["metrics_mismatches"]],
                        converge_s=max(cp["converge_s"] for cp in self.checkpoints),
+                       rss_series={name: [cp["usage"][name].rss_kb for cp in self.checkpoints if name in cp["usage"]]
+                                   for name in first["usage"]},
                        ping=ping.stop())
             leaks = [f"{n}: RSS +{g['rss_kb']} kB" for n, g in growth.items() if g["rss_kb"] > RSS_BOUND_KB]
             leaks += [f"{n}: fds +{g['fds']}" for n, g in growth.items() if g["fds"] > FD_BOUND]
