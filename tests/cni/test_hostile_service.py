@@ -258,3 +258,17 @@ def test_the_service_never_sends_a_path_or_an_environment(make_node, tmp_path):
     assert finish(front_end(node, dict(conf, cniSocket=""), "DEL", "c1", pod))[0] == 0
     assert node.leftovers() == NOTHING
 
+
+
+def test_a_type_the_front_end_cannot_find_is_error_4_from_the_service():
+    """The service's side of "E2": the runtime's CNI_PATH lacks the type the daemon found."""
+    from cni_plugin.errors import CniError
+    from overlayd.cni_service import RemoteHost
+    service_end, front = socket.socketpair()
+    with service_end, front:
+        wire.send(front, wire.REPLY, b"E2")           # queued: the answer to the ask below
+        with pytest.raises(CniError) as failed:
+            RemoteHost(service_end).run("bridge", "/usr/lib/cni/bridge",
+                                        {"CNI_COMMAND": "ADD", "CNI_PATH": "/opt/cni/bin", "LD_PRELOAD": "x"}, b"{}")
+        assert failed.value.code == 4 and "'bridge' not found in CNI_PATH (/opt/cni/bin)" in failed.value.msg
+        assert wire.recv(front) == (wire.EXEC, [b"bridge", b"ADD", b"{}"])   # no path, no environment
