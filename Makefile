@@ -13,7 +13,7 @@ DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nft
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 300
 
-.PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol-long flannel-bins bench-flannel
+.PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol-long flannel-bins bench-flannel kube-bins
 
 deps: deb venv
 
@@ -43,7 +43,7 @@ bench-flannel: deps flannel-bins
 # Without flanneld (no Go, no module proxy) the run goes on and tests/flannel skip, saying why.
 # The CNI tests drive an ASan+UBSan build of the native front end; a 60 s fuzz pass follows
 # (FUZZ_PASS_SECONDS=0 skips it). See docs/development.md.
-test: deps
+test: deps kube-bins
 	@$(MAKE) --no-print-directory flannel-bins || echo "*** flanneld did not build: tests/flannel will SKIP (see the error above) ***" >&2
 	bash fuzz/check.sh $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -53,6 +53,14 @@ test-frontend: deps
 # The front end's fuzzers, FUZZ_SECONDS each; `bash fuzz/run.sh --keep N` also grows fuzz/corpus.
 fuzz: deps
 	bash fuzz/build.sh && bash fuzz/run.sh $(FUZZ_SECONDS)
+
+# kube-apiserver, kube-controller-manager and kubectl from k8s.io/kubernetes at the release
+# tools/kube/go.mod pins, and the etcd they store in (tools/etcd/go.mod), cached in
+# /var/cache/overlayd-bins/{kube,etcd}/<release>/ (OVERLAYD_BIN_CACHE). Cold: see
+# docs/control-plane.md; warm: nothing to do. Needs Go >= 1.26.
+kube-bins:
+	@tools/etcd/build.sh
+	@tools/kube/build.sh
 
 demo: deps
 	$(VENV)/bin/overlayd lab demo --nodes 3 --pods-per-node 2

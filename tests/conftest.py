@@ -9,7 +9,7 @@ import pytest
 
 from overlayd.lab.cleanup import Cleanup
 from overlayd.lab.etcd import start_etcd
-from overlayd.lab.netns import add_netns, unique_token
+from overlayd.lab.netns import add_netns, ip, unique_token
 
 
 @pytest.fixture
@@ -49,3 +49,30 @@ def etcd_prefix(etcd_server):
     prefix = f"/ovt-{unique_token()}/network"
     yield prefix
     etcd_server.etcdctl("del", "--prefix", prefix, check=False)
+
+
+@pytest.fixture(scope="module")
+def kube_control_plane(tmp_path_factory):
+    """(ControlPlane, EtcdServer): a real etcd and kube-apiserver, one per test module, in a namespace
+    of their own (192.0.2.254:6443), reached from here through the control plane's loopback relay
+    with the admin kubeconfig. No controller-manager: tests set podCIDRs as its node IPAM would.
+    The nodes watch cache is off (--watch-cache-sizes=nodes#0), so a watch from an old
+    resourceVersion is served by etcd itself and a compaction gives a real 410 Gone."""
+    from overlayd.lab import control_plane as cplane
+    from overlayd.lab.kube_bins import etcd_binary
+    c = Cleanup()
+    try:
+        netns = add_netns(f"ovt-{unique_token()}-api", c)
+        ip("link", "add", "br0", "type", "bridge", netns=netns)
+        ip("addr", "add", "192.0.2.254/24", "dev", "br0", netns=netns)
+        ip("link", "set", "br0", "up", netns=netns)
+        etcd = start_etcd(c, host="192.0.2.254", netns=netns, port=2379, binary=etcd_binary())
+        settings = cplane.ControlPlaneSettings(
+            workdir=str(tmp_path_factory.mktemp("kube")), netns=netns, host="192.0.2.254",
+            cluster_cidrs=("10.244.0.0/16",), controller_manager=False,
+            apiserver_args=("--watch-cache-sizes=nodes#0",))
+        cp = cplane.start(settings)
+        c.push("kube-apiserver", cp.stop)
+        yield cp, etcd
+    finally:
+        c.run()

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--name", help="lab name (default: a unique one)")
         p.add_argument("--dual-stack", action="store_true", help="IPv4 and IPv6 pods (flannel-v6.1 too)")
         p.add_argument("--kube", action="store_true",
-                       help="kube mode: a Kubernetes API emulator instead of etcd, a Node object with "
+                       help="kube mode: a real kube-apiserver and kube-controller-manager instead of etcd, a Node with "
                             "spec.podCIDR per node, overlayd --kube-subnet-mgr")
         p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                        help="extra overlayd flag for every node, e.g. --daemon-arg=--ip-masq")
@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(status, indent=1))
             else:
-                store = (f"Kubernetes API {status['kube_api']['url']} (socket {status['kube_api']['socket']})"
+                store = (f"Kubernetes API {status['kube_api']['url']} {status['kube_api']['version']} "
+                         f"(kubectl --kubeconfig {status['kube_api']['kubeconfig']})"
                          if status["kube_api"] else f"etcd {status['etcd']}")
                 print(f"lab {status['lab']}: {store} in {status['switch']}")
                 if status.get("prometheus"):
@@ -170,7 +171,7 @@ def _demo(lab) -> int:
 
 def _print_nodes(lab, prefix: str = ANNOTATION_PREFIX) -> None:
     """What `kubectl get nodes` with flannel's annotations as columns would show."""
-    print(f"$ curl --unix-socket {lab.kube_api.socket} http://lab/api/v1/nodes   # Node objects, in short")
+    print(f"$ kubectl --kubeconfig {lab.kube_api.kubeconfig} get nodes   # with flannel's annotations as columns")
     rows = [("NAME", "POD-CIDR", "PUBLIC-IP", "VTEP-MAC", "NETWORK-UNAVAILABLE")]
     for node in lab.api.nodes():
         ann = node["metadata"].get("annotations") or {}

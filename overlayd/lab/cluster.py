@@ -4,13 +4,14 @@
     node netns    <name>-nI : eth0 192.0.2.I/24 (default via .254), overlayd, cni0 + pods
     pod netns     <name>-nIpJ: eth0 from the CNI plugin (bridge + host-local)
 
-Kube mode (`Lab(kube=True)`, `overlayd lab up --kube`) replaces etcd with the Kubernetes API
-emulator (overlayd.lab.kube_api) on 192.0.2.254:6443 in the switch namespace. The lab plays
-kube-controller-manager with --allocate-node-cidrs: it creates a Node object per node with
-spec.podCIDR = the node's /24 of Network (10.244.I.0/24 by default), writes net-conf.json into
-the node's work directory and starts each daemon with --kube-subnet-mgr and NODE_NAME=nI, as the
-DaemonSet does. The lab itself reaches the API through the emulator's Unix socket, so nothing is
-added to the root namespace.
+Kube mode (`Lab(kube=True)`, `overlayd lab up --kube`) runs a real control plane in the switch
+namespace (overlayd.lab.control_plane): etcd, kube-apiserver on https://192.0.2.254:6443 and
+kube-controller-manager with node IPAM. The lab registers a Node per node as a kubelet would
+(name, InternalIP), waits for the podCIDR the controller-manager gives it, writes net-conf.json
+into the node's work directory and starts each daemon with --kube-subnet-mgr, NODE_NAME=nI and a
+kubeconfig holding a token of the ServiceAccount manifests/overlayd.yaml defines, as the DaemonSet
+does. The lab reaches the API server through a relay on 127.0.0.1, so nothing is added to the
+root namespace.
 
 Every node has its own subnet file, CNI data and host-local directories under one work
 directory, so the nodes share this machine's filesystem without sharing state.
@@ -34,10 +35,12 @@ from cni_plugin.invoke import run_plugin
 from cni_plugin.launcher import write as write_launcher
 
 from ..subnet_file import read_subnet_file as read_env
+from . import control_plane as cplane
 from . import flanneld
+from . import kube_bins
 from .cleanup import Cleanup
 from .etcd import EtcdServer, start_etcd
-from .kube_api import KubeApiError, UnixApiClient, new_node
+from .kube_client import HttpsApiClient
 from .netns import LabError, add_netns, add_veth, delete_netns, ip, netns_exists, run, sysctl, unique_token
 
 # Where `lab up` leaves the state that `lab status/check/down` read. OVERLAYD_LAB_STATE_DIR moves it
@@ -52,7 +55,6 @@ DUAL_STACK_NET_CONF = {"Network": "10.244.0.0/16", "EnableIPv6": True, "IPv6Netw
                        "Backend": {"Type": "vxlan"}}
 ETCD_PREFIX = "/coreos.com/network"
 KUBE_API_PORT = 6443
-KUBE_API_URL = f"http://{SWITCH_IP}:{KUBE_API_PORT}"
 HEALTHZ_PORT = 8471           # every node's /healthz, /readyz, /metrics (as in the manifests), inside its netns
 # The reference plugins a node's CNI bin dir holds beside `overlay` (the DaemonSet installs the same four).
 REFERENCE_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
@@ -82,19 +84,6 @@ class Pod:
 
 
 @dataclasses.dataclass
-class KubeApi:
-    """The API emulator process of a kube-mode lab, and the lab's client for it."""
-    url: str
-    socket: str
-    pid: int
-    log_file: str
-
-    @property
-    def client(self) -> UnixApiClient:
-        return UnixApiClient(self.socket)
-
-
-@dataclasses.dataclass
 class Node:
     name: str
     netns: str
@@ -104,6 +93,7 @@ class Node:
     pid: Optional[int] = None
     extra_args: list = dataclasses.field(default_factory=list)
     daemon: str = "overlayd"       # or "flanneld" (overlayd.lab.flanneld): set_daemon() switches in place
+    kubeconfig: Optional[str] = None      # kube mode: the node's ServiceAccount kubeconfig
 
     @property
     def subnet_file(self) -> str:
@@ -148,11 +138,14 @@ class Lab:
     def __init__(self, name: Optional[str] = None, *, net_conf: Optional[dict] = None,
                  log: Callable[[str], None] = lambda msg: None, daemon_args: tuple = (),
                  dual_stack: bool = False, kube: bool = False, flanneld_nodes: tuple = (),
-                 prometheus: bool = False):
+                 prometheus: bool = False, control_plane_options: Optional[dict] = None):
         self.name = name or f"ovl{unique_token()}"
         self.want_prometheus = prometheus
         self.dual_stack = dual_stack
         self.kube = kube
+        # Extra ControlPlaneSettings fields (e.g. apiserver_args, node_lifecycle), as plain data.
+        self.control_plane_options = dict(control_plane_options or {})
+        self.sa_namespace, self.sa_name = "", ""
         self.net_conf = net_conf or (DUAL_STACK_NET_CONF if dual_stack else DEFAULT_NET_CONF)
         self.log = log
         self.daemon_args = list(daemon_args)
@@ -161,7 +154,7 @@ class Lab:
         self.workdir = ""
         self.switch = f"{self.name}-sw"
         self.etcd: Optional[EtcdServer] = None
-        self.kube_api: Optional[KubeApi] = None
+        self.kube_api: Optional[cplane.ControlPlane] = None
         self.prometheus = None            # overlayd.lab.prometheus.PrometheusServer with prometheus=True
         self.nodes: list[Node] = []
         self.pods: list[Pod] = []
@@ -212,37 +205,43 @@ class Lab:
             ip("addr", "add", f"{SWITCH_IP6}/{UNDERLAY6.prefixlen}", "dev", "br0", "nodad", netns=self.switch)
         ip("link", "set", "br0", "up", netns=self.switch)
         if self.kube:
-            self.kube_api = self._start_kube_api()
-            self.log(f"Kubernetes API emulator {self.kube_api.url} (in {self.switch}; "
-                     f"from this namespace: {self.kube_api.socket})")
+            self.kube_api = self._start_control_plane()
             return
         self.etcd = start_etcd(self.cleanup, host=SWITCH_IP, netns=self.switch, port=2379)
         self.log(f"etcd {self.etcd.endpoint} (in {self.switch})")
         self.etcd.etcdctl("put", f"{ETCD_PREFIX}/config", json.dumps(self.net_conf))
 
-    def _start_kube_api(self, wait: float = 20.0) -> KubeApi:
-        sock = os.path.join(self.workdir, "kube-api.sock")
-        log_file = os.path.join(self.workdir, "kube-api.log")
-        with open(log_file, "a") as log:
-            proc = subprocess.Popen(["ip", "netns", "exec", self.switch, sys.executable, "-m", "overlayd.lab.kube_api",
-                                     f"--listen={SWITCH_IP}:{KUBE_API_PORT}", f"--unix-socket={sock}"],
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-        self._procs = getattr(self, "_procs", {})
-        self._procs[proc.pid] = proc
-        self.cleanup.push(f"kube API emulator pid {proc.pid}", lambda: self._stop_pid(proc.pid))
-        api = KubeApi(KUBE_API_URL, sock, proc.pid, log_file)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise LabError(f"the Kubernetes API emulator exited ({proc.returncode}):\n{tail(log_file)}")
-            try:
-                api.client.version()
-                return api
-            except KubeApiError:
-                time.sleep(0.05)
-        raise LabError(f"the Kubernetes API emulator answered nothing on {sock} within {wait:.0f}s:\n"
-                       f"{tail(log_file)}")
+    def control_plane_settings(self) -> cplane.ControlPlaneSettings:
+        conf = self.net_conf
+        cidrs, v4, v6 = [], None, None
+        if conf.get("EnableIPv4", True) and conf.get("Network"):
+            net = ipaddress.ip_network(conf["Network"])
+            cidrs.append(str(net))
+            v4 = conf.get("SubnetLen") or (24 if net.prefixlen <= 22 else net.prefixlen + 2)
+        if conf.get("EnableIPv6") and conf.get("IPv6Network"):
+            cidrs.append(conf["IPv6Network"])
+            v6 = conf.get("IPv6SubnetLen") or 64
+        return cplane.ControlPlaneSettings(workdir=self.workdir, netns=self.switch, host=SWITCH_IP,
+                                           cluster_cidrs=tuple(cidrs), node_mask_v4=v4, node_mask_v6=v6,
+                                           port=KUBE_API_PORT, **self.control_plane_options)
+
+    def _start_control_plane(self) -> cplane.ControlPlane:
+        settings = self.control_plane_settings()
+        etcd = start_etcd(self.cleanup, host=SWITCH_IP, netns=self.switch, port=settings.etcd_port,
+                          binary=kube_bins.etcd_binary(log=self.log))
+        self.log(f"etcd {etcd.endpoint} for kube-apiserver (in {self.switch})")
+        cp = cplane.start(settings, log=self.log)
+        self.cleanup.push("control plane", cp.stop)
+        # etcd is the control plane's too: `lab down` from another process stops it by its record.
+        cp.procs.insert(0, cplane.procs.record("etcd", etcd.proc.pid, etcd.log_path))
+        cp.etcd_data_dir = etcd.data_dir
+        self.kube_api = cp
+        cplane.apply_rbac(cp, settings.manifest)
+        self.sa_namespace, self.sa_name = cplane.service_account(settings.manifest)
+        self.log(f"applied {settings.manifest}'s RBAC; nodes run as "
+                 f"system:serviceaccount:{self.sa_namespace}:{self.sa_name}")
+        self.log(f"kubectl --kubeconfig {cp.kubeconfig} get nodes")
+        return cp
 
     # -- kube mode: what kube-controller-manager and kubectl do ----------------------------------
     def pod_cidrs_for(self, i: int) -> list[str]:
@@ -259,10 +258,37 @@ class Lab:
         return cidrs
 
     @property
-    def api(self) -> UnixApiClient:
+    def api(self) -> HttpsApiClient:
+        """The admin's client (system:masters), what kubectl does."""
         if self.kube_api is None:
             raise LabError(f"lab {self.name} runs etcd, not the Kubernetes API (bring it up with kube=True / --kube)")
         return self.kube_api.client
+
+    def kubectl(self, *args: str, **kw):
+        """kubectl with the lab's admin kubeconfig."""
+        if self.kube_api is None:
+            raise LabError(f"lab {self.name} runs etcd, not the Kubernetes API (bring it up with kube=True / --kube)")
+        return self.kube_api.kubectl(*args, **kw)
+
+    def stop_controller_manager(self) -> None:
+        """Stop kube-controller-manager (its node IPAM stops giving podCIDRs)."""
+        cplane.stop_controller_manager(self.kube_api)
+
+    def start_controller_manager(self) -> None:
+        cplane.start_controller_manager(self.kube_api, self.control_plane_settings())
+        self.save_state()
+
+    def wait_pod_cidrs(self, node: Node, wait: float = 60) -> list[str]:
+        """The podCIDRs the controller-manager's node IPAM gave the node."""
+        deadline = time.monotonic() + wait
+        while True:
+            cidrs = self.api.node(node.name).get("spec", {}).get("podCIDRs") or []
+            if cidrs:
+                return cidrs
+            if time.monotonic() > deadline:
+                raise LabError(f"Node {node.name} got no podCIDR within {wait:.0f}s; "
+                               f"kube-controller-manager's log:\n{tail(os.path.join(self.workdir, 'kube-controller-manager.log'))}")
+            time.sleep(0.1)
 
     def set_pod_cidrs(self, node: Node, cidrs: Optional[list[str]] = None) -> dict:
         """Give a node its podCIDR(s), as the controller-manager's node IPAM does (default: its own)."""
@@ -271,8 +297,8 @@ class Lab:
         return self.api.patch_node(node.name, {"spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs}})
 
     def add_node(self, i: int, *, pod_cidr: bool = True) -> Node:
-        """A node namespace on the underlay; in kube mode also its Node object (with its podCIDR
-        unless pod_cidr=False: then the daemon waits until set_pod_cidrs())."""
+        """A node namespace on the underlay; in kube mode also its Node object, registered as a
+        kubelet does, and (unless pod_cidr=False) the podCIDR the controller-manager gives it."""
         node = Node(name=f"n{i}", netns=f"{self.name}-n{i}", underlay_ip=str(UNDERLAY.network_address + i),
                     workdir=os.path.join(self.workdir, f"n{i}"),
                     daemon="flanneld" if f"n{i}" in self.flanneld_nodes else "overlayd")
@@ -315,10 +341,12 @@ class Lab:
         if self.kube:
             with open(node.net_conf_file, "w") as f:
                 json.dump(self.net_conf, f)
-            cidrs = self.pod_cidrs_for(i) if pod_cidr else []
-            self.api.create_node(new_node(node.name, pod_cidrs=cidrs,
-                                          labels={"kubernetes.io/hostname": node.name}))
+            self.api.create_node(registered_node(node))
+            cidrs = self.wait_pod_cidrs(node) if pod_cidr else []
             self.log(f"node {node.name}: Node object, spec.podCIDRs {cidrs or 'none yet'}")
+            node.kubeconfig = cplane.write_kubeconfig(
+                os.path.join(node.workdir, "kubeconfig"), self.kube_api.url, self.kube_api.pki.ca_cert,
+                token=cplane.token(self.kube_api, self.sa_namespace, self.sa_name), user=self.sa_name)
 
     def restart_etcd(self, down_for: float = 0.0) -> None:
         """Stop etcd and start it again on the same address and data (an etcd hiccup)."""
@@ -331,8 +359,7 @@ class Lab:
         if node.daemon == "flanneld":
             return self._flanneld_command(node)
         if self.kube:
-            # Plain HTTP and no credentials: --kube-api-url alone, no kubeconfig (see docs/lab.md, "The lab in kube mode").
-            store = ["--kube-subnet-mgr", f"--kube-api-url={self.kube_api.url}",
+            store = ["--kube-subnet-mgr", f"--kubeconfig-file={node.kubeconfig}",
                      f"--net-config-path={node.net_conf_file}"]
         else:
             store = [f"--etcd-endpoints={self.etcd.endpoint}", f"--etcd-prefix={ETCD_PREFIX}"]
@@ -514,9 +541,11 @@ class Lab:
             "etcd": self.etcd.endpoint if self.etcd else None,
             "prometheus": ({"socket": self.prometheus.socket, "log": self.prometheus.log_file}
                            if self.prometheus else None),
-            "kube_api": ({"url": self.kube_api.url, "socket": self.kube_api.socket, "log": self.kube_api.log_file}
+            "kube_api": ({"url": self.kube_api.url, "local_url": self.kube_api.local_url,
+                          "kubeconfig": self.kube_api.kubeconfig, "version": self.kube_api.version,
+                          "socket": os.path.join(self.workdir, "kube-apiserver.sock"), "log": self.kube_api.log}
                          if self.kube_api else None),
-            "nodes": [{"name": n.name, "netns": n.netns, "underlay_ip": n.underlay_ip,
+            "nodes": [{"name": n.name, "netns": n.netns, "underlay_ip": n.underlay_ip, "kubeconfig": n.kubeconfig,
                        "subnet": read_env(n.subnet_file).get("FLANNEL_SUBNET"),
                        "daemon_pid": n.pid, "daemon_alive": self.daemon_alive(n),
                        "log": n.log_file} for n in self.nodes],
@@ -531,7 +560,9 @@ class Lab:
                  "daemon_args": self.daemon_args,
                  "etcd": {"host": self.etcd.host, "port": self.etcd.port, "peer_port": self.etcd.peer_port,
                           "data_dir": self.etcd.data_dir, "pid": self.etcd.proc.pid} if self.etcd else None,
-                 "kube_api": dataclasses.asdict(self.kube_api) if self.kube_api else None,
+                 "kube_api": self.kube_api.to_dict() if self.kube_api else None,
+                 "control_plane_options": self.control_plane_options,
+                 "service_account": [self.sa_namespace, self.sa_name],
                  "prometheus": dataclasses.asdict(self.prometheus) if self.prometheus else None,
                  "nodes": [dataclasses.asdict(n) for n in self.nodes],
                  "pods": [dataclasses.asdict(p) for p in self.pods]}
@@ -561,7 +592,9 @@ class Lab:
         if e:
             lab.etcd = EtcdServer(e["host"], e["port"], e["peer_port"], e["data_dir"], _Detached(e["pid"]), lab.switch)
         if state.get("kube_api"):
-            lab.kube_api = KubeApi(**state["kube_api"])
+            lab.kube_api = cplane.ControlPlane.from_dict(state["kube_api"])
+        lab.control_plane_options = state.get("control_plane_options") or {}
+        lab.sa_namespace, lab.sa_name = state.get("service_account") or ("", "")
         if state.get("prometheus"):
             from .prometheus import PrometheusServer
             lab.prometheus = PrometheusServer(**state["prometheus"])
@@ -582,6 +615,12 @@ class Lab:
                 self._stop_pid(node.pid)
                 node.pid = None
         failed = self.cleanup.run()
+        if self.kube_api is not None:          # also when loaded from the state file
+            self.kube_api.stop()
+            if self.kube_api.etcd_data_dir:
+                shutil.rmtree(self.kube_api.etcd_data_dir, ignore_errors=True)
+        if self.etcd is not None and isinstance(self.etcd.proc, _Detached):
+            self.etcd.stop()
         # A lab loaded from its state file has no in-process cleanup registry: remove by name.
         for ns in [p.netns for p in self.pods] + [n.netns for n in self.nodes] + [self.switch]:
             if netns_exists(ns):
@@ -611,6 +650,18 @@ class _Detached:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def registered_node(node: Node) -> dict:
+    """A Node as a kubelet registers it: its name, hostname label and InternalIP(s)."""
+    addresses = [{"type": "InternalIP", "address": node.underlay_ip}]
+    if node.underlay_ip6:
+        addresses.append({"type": "InternalIP", "address": node.underlay_ip6})
+    addresses.append({"type": "Hostname", "address": node.name})
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name,
+                                                       "kubernetes.io/os": "linux"}},
+            "status": {"addresses": addresses}}
 
 
 def _index(node: Node) -> int:

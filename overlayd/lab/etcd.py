@@ -77,7 +77,7 @@ class EtcdServer:
 
 
 def start_etcd(cleanup: Cleanup, *, host: str = "127.0.0.1", netns: Optional[str] = None,
-               port: Optional[int] = None, tls=None, wait: float = 20.0) -> EtcdServer:
+               port: Optional[int] = None, tls=None, wait: float = 20.0, binary: str = ETCD_BIN) -> EtcdServer:
     """Start etcd listening on host (inside netns if given). Registers its stop and data removal.
 
     tls: an object with ca, server_cert, server_key, client_cert, client_key (file paths):
@@ -89,7 +89,7 @@ def start_etcd(cleanup: Cleanup, *, host: str = "127.0.0.1", netns: Optional[str
     peer_port = free_port()
     scheme = "https" if tls is not None else "http"
     client_url = f"{scheme}://{host}:{port}"
-    cmd = [ETCD_BIN, "--name", "lab", "--data-dir", data_dir,
+    cmd = [binary, "--name", "lab", "--data-dir", data_dir,
            "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",

@@ -1,11 +1,12 @@
-"""Kube mode end to end: real overlayd processes with --kube-subnet-mgr, real pods, an HTTP API.
+"""Kube mode end to end: real overlayd processes with --kube-subnet-mgr, real pods, a real
+control plane.
 
-Each test brings up its own namespaced lab with `kube=True`: the Kubernetes API emulator runs as
-a process in the switch namespace (192.0.2.254:6443), the lab creates a Node object per node with
-spec.podCIDR 10.244.<i>.0/24 (as kube-controller-manager --allocate-node-cidrs would), and each
-daemon gets NODE_NAME, --kube-api-url and --net-config-path as the DaemonSet gives them.
-The tests change Nodes through the API, as kubectl or the controller-manager would.
-Convergence bounds are generous: the machine is a loaded 2-core VM.
+Each test brings up its own namespaced lab with `kube=True`: etcd, kube-apiserver (TLS, Node,RBAC)
+and kube-controller-manager (node IPAM) run in the switch namespace (192.0.2.254:6443); the lab
+registers a Node per node as a kubelet would, kube-controller-manager gives it its podCIDR, and
+each daemon gets NODE_NAME, --kubeconfig-file (a token of the manifest's ServiceAccount) and
+--net-config-path as the DaemonSet gives them. The tests change Nodes through the API as kubectl
+would. Convergence bounds are generous: the machine is a loaded 2-core VM.
 """
 import ipaddress
 import json
@@ -18,6 +19,7 @@ import sys
 import pytest
 
 from overlayd.lab.cluster import STATE_DIR, bin_dir
+from overlayd.lab.kube_bins import bin_dir as kube_bin_dir, release as kube_release
 from overlayd.lab.netns import ip, run
 from overlayd.subnet_file import read_subnet_file
 
@@ -93,6 +95,7 @@ def test_pods_ping_across_nodes_and_each_node_carries_flannels_annotations(make_
 
 def test_a_node_without_podcidr_waits_not_ready_then_joins_once_it_has_one(make_lab):
     lab = make_lab(2, 1, kube=True, daemon_args=HEALTH)
+    lab.stop_controller_manager()                   # node IPAM is down: n3 registers without a podCIDR
     n3 = lab.add_node(3, pod_cidr=False)
     lab.start_daemon(n3)
 
@@ -108,12 +111,13 @@ def test_a_node_without_podcidr_waits_not_ready_then_joins_once_it_has_one(make_
     assert f"{P}/backend-data" not in annotations(lab, n3)
     assert "no Node.spec.podCIDR" in open(n3.log_file).read()
 
-    lab.set_pod_cidrs(n3)                           # the controller-manager assigns 10.244.3.0/24
+    lab.start_controller_manager()                  # it comes back and gives n3 a podCIDR
+    cidr = lab.wait_pod_cidrs(n3)[0]
     env = lab.wait_for_subnet_file(n3, 30)
-    assert env["FLANNEL_SUBNET"] == "10.244.3.1/24"
+    assert env["FLANNEL_SUBNET"] == str(ipaddress.ip_network(cidr).network_address + 1) + "/24"
     assert wait_until(lambda: readyz(n3)[0] == 200, 20, 0.3), readyz(n3)
     for other in lab.nodes[:2]:
-        assert wait_until(lambda: programmed(other, "10.244.3.0/24", n3.underlay_ip) ==
+        assert wait_until(lambda: programmed(other, cidr, n3.underlay_ip) ==
                           {"route": True, "arp": True, "fdb": True}, 20), ip("route", netns=other.netns).stdout
     pod = lab.add_pod(n3, 1)
     for other in (pod_on(lab, "n1"), pod_on(lab, "n2")):
@@ -145,7 +149,8 @@ def test_restart_keeps_subnet_and_vtep_mac_from_the_annotation(make_lab):
     assert wait_until(lambda: readyz(n1)[0] == 200, 30, 0.3), readyz(n1)
     assert device_mac(n1) == mac and lab.subnets()["n1"] == subnet
     assert json.loads(annotations(lab, n1)[f"{P}/backend-data"])["VtepMAC"] == mac
-    assert mac in ip("neigh", "show", "10.244.1.0", "dev", "flannel.1", netns=n2.netns).stdout
+    vtep = str(ipaddress.ip_interface(subnet).network.network_address)
+    assert mac in ip("neigh", "show", vtep, "dev", "flannel.1", netns=n2.netns).stdout
     assert wait_until(lambda: lab.routes_converged(), 20)
     assert any(lab.ping(a, b.ip) for _ in range(3)) and any(lab.ping(b, a.ip) for _ in range(3))
 
@@ -154,8 +159,11 @@ def test_a_deleted_node_object_is_dropped_by_every_other_node_in_both_families(m
     lab = make_lab(3, 1, kube=True, dual_stack=True)
     assert lab.wait_converged(30)
     n3 = lab.node("n3")
-    assert lab.api.node("n3")["spec"]["podCIDRs"] == ["10.244.3.0/24", "fd10:244:0:3::/64"]
-    peer = {"10.244.3.0/24": n3.underlay_ip, "fd10:244:0:3::/64": n3.underlay_ip6}
+    cidrs = lab.api.node("n3")["spec"]["podCIDRs"]       # from the controller-manager, one per family
+    v4, v6 = (ipaddress.ip_network(c) for c in cidrs)
+    assert (v4.version, v4.prefixlen, v6.version, v6.prefixlen) == (4, 24, 6, 64), cidrs
+    assert v4.subnet_of(ipaddress.ip_network("10.244.0.0/16")) and v6.subnet_of(ipaddress.ip_network("fd10:244::/56"))
+    peer = {str(v4): n3.underlay_ip, str(v6): n3.underlay_ip6}
     for node in lab.nodes[:2]:
         for subnet, underlay in peer.items():
             assert wait_until(lambda: programmed(node, subnet, underlay) == {"route": True, "arp": True, "fdb": True},
@@ -187,25 +195,40 @@ def test_lab_cli_kube_mode_up_status_check_down_leaves_nothing():
             state = json.load(f)
         status = json.loads(subprocess.run(exe + ["status", "--name", name, "--json"], capture_output=True,
                                            text=True, timeout=30, check=True).stdout)
-        assert status["etcd"] is None and status["kube_api"]["url"] == "http://192.0.2.254:6443"
+        api = status["kube_api"]
+        assert status["etcd"] is None and api["url"] == "https://192.0.2.254:6443"
+        assert api["version"] == kube_release()
+        # The admin kubeconfig works from this namespace, as kubectl does.
+        kubectl = [os.path.join(kube_bin_dir(), "kubectl"), f"--kubeconfig={api['kubeconfig']}"]
+        nodes = json.loads(subprocess.run(kubectl + ["get", "nodes", "-o", "json"], capture_output=True,
+                                          text=True, timeout=30, check=True).stdout)["items"]
+        cidrs = {n["metadata"]["name"]: n["spec"]["podCIDR"] for n in nodes}
+        assert sorted(cidrs) == ["n1", "n2"]
         assert [n["daemon_alive"] for n in status["nodes"]] == [True, True]
-        assert [n["subnet"] for n in status["nodes"]] == ["10.244.1.1/24", "10.244.2.1/24"]
+        assert [n["subnet"] for n in status["nodes"]] == [
+            str(ipaddress.ip_network(cidrs[n]).network_address + 1) + "/24" for n in ("n1", "n2")]
+        # Each node's overlayd runs as the manifest's ServiceAccount, with its own kubeconfig.
+        for n in status["nodes"]:
+            who = subprocess.run(kubectl[:1] + [f"--kubeconfig={n['kubeconfig']}", "--server", api["local_url"],
+                                                "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+                                 capture_output=True, text=True, timeout=30)
+            assert who.stdout == "system:serviceaccount:kube-overlayd:overlayd", who.stderr
         check = subprocess.run(exe + ["check", "--name", name, "--json"], capture_output=True, text=True, timeout=120)
         assert check.returncode == 0, check.stdout + check.stderr
         # `overlayd leases` on a node, in kube mode, lists both Nodes and marks its own
         n1 = status["nodes"][0]
         leases = subprocess.run(
             ["ip", "netns", "exec", n1["netns"], os.path.join(bin_dir(), "overlayd"), "leases", "--json",
-             "--kube-subnet-mgr", f"--kube-api-url={status['kube_api']['url']}",
+             "--kube-subnet-mgr", f"--kubeconfig-file={n1['kubeconfig']}",
              f"--net-config-path={os.path.join(state['workdir'], 'n1', 'net-conf.json')}"],
             capture_output=True, text=True, timeout=60, env=dict(os.environ, NODE_NAME="n1"))
         assert leases.returncode == 0, leases.stderr
         rows = json.loads(leases.stdout)["leases"]
         assert {(r["node"], tuple(r["subnets"]), r["own"]) for r in rows} == {
-            ("n1", ("10.244.1.0/24",), True), ("n2", ("10.244.2.0/24",), False)}
+            ("n1", (cidrs["n1"],), True), ("n2", (cidrs["n2"],), False)}
     finally:
         down = subprocess.run(exe + ["down", "--name", name], capture_output=True, text=True, timeout=60)
     assert down.returncode == 0, down.stderr
     assert_lab_gone(name, (f"{name}-sw", f"{name}-n1", f"{name}-n2", f"{name}-n1p1"),
-                    [n["daemon_pid"] for n in status["nodes"]] + [state["kube_api"]["pid"]])
+                    [n["daemon_pid"] for n in status["nodes"]] + [p["pid"] for p in state["kube_api"]["procs"]])
     assert not os.path.exists(state["workdir"])

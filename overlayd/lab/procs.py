@@ -1,0 +1,92 @@
+"""Long-running processes the lab starts (kube-apiserver, controller-manager, relays, ...).
+
+A process is recorded as plain data (name, pid, its start time from /proc, log file), so a later
+`overlayd lab down` in another process stops exactly what this lab started: a pid whose start
+time no longer matches belongs to someone else now and is left alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from typing import Optional, Sequence
+
+from .netns import LabError
+
+
+def _start_time(pid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+@dataclasses.dataclass
+class Proc:
+    name: str
+    pid: int
+    started: str              # field 22 of /proc/<pid>/stat: tells this process from a reused pid
+    log: str
+
+    def alive(self) -> bool:
+        return _start_time(self.pid) == self.started
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL; only if it is still the process we started."""
+        if not self.alive():
+            return
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _reap(self.pid)
+            if not self.alive():
+                return
+            time.sleep(0.05)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        while self.alive() and time.monotonic() < deadline + 5:
+            _reap(self.pid)
+            time.sleep(0.05)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def record(name: str, pid: int, log: str) -> Proc:
+    """The record of a process started elsewhere (by pid), so it can be stopped the same way."""
+    return Proc(name, pid, _start_time(pid) or "", log)
+
+
+def start(name: str, argv: Sequence[str], log: str, *, netns: Optional[str] = None,
+          env: Optional[dict] = None) -> Proc:
+    """Start argv (inside netns if given) in its own session, output appended to log."""
+    cmd = list(argv)
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    with open(log, "a") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
+    started = _start_time(p.pid)
+    if started is None:
+        raise LabError(f"{name} exited at once; its log:\n{tail(log)}")
+    return Proc(name, p.pid, started, log)
+
+
+def tail(path: str, lines: int = 30) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
