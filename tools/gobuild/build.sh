@@ -40,6 +40,7 @@ fi
 mkdir -p "$cache/$name"
 tmp=$(mktemp -d "$cache/$name/.build-$release.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM HUP     # run the EXIT trap on interruption too
 # Binaries already in the entry are kept; only the missing ones are built.
 if [ -d "$dest" ]; then cp -a "$dest/." "$tmp/"; fi
 cd "$moddir"
