@@ -1,4 +1,4 @@
-"""A small HTTP Kubernetes API emulator (Nodes, and Pods by name), for the faults a real
+"""A small HTTP Kubernetes API emulator (Nodes only), for the faults a real
 kube-apiserver cannot be made to produce on demand (test_kube_backend_faults.py): a watch request
 answered with an HTTP 410 status, and a 503 at one exact request. Everything else is tested
 against the real API server (real_kube.py).
@@ -12,7 +12,6 @@ matching request gets a canned response).
 from __future__ import annotations
 
 import copy
-import http.client
 import json
 import threading
 import time
@@ -57,7 +56,6 @@ class KubeEmulator:
         self._cond = threading.Condition()
         self.revision = 100
         self.nodes: dict[str, dict] = {}
-        self.pods: dict[tuple[str, str], dict] = {}
         self.history: list[tuple[int, str, dict]] = []    # (rv, type, object)
         self.oldest_retained = 0                           # watches from before this get 410
         self.requests: list[tuple[str, str, Optional[str]]] = []   # (method, path, content-type)
@@ -121,12 +119,6 @@ class KubeEmulator:
             node = self.nodes.pop(name)
             self._record("DELETED", node)
             return copy.deepcopy(node)
-
-    def add_pod(self, namespace: str, name: str, node_name: str) -> None:
-        with self._cond:
-            self.pods[(namespace, name)] = {"apiVersion": "v1", "kind": "Pod",
-                                            "metadata": {"name": name, "namespace": namespace},
-                                            "spec": {"nodeName": node_name}}
 
     def compact(self) -> None:
         """Forget the event history (as etcd compaction does): older watches get 410 Gone."""
@@ -212,12 +204,6 @@ class KubeEmulator:
                     if node is None:
                         return self._status(404, "NotFound", f'nodes "{parts[3]}" not found')
                     return self._send(200, node)
-                if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods":
-                    with emu._cond:
-                        pod = copy.deepcopy(emu.pods.get((parts[3], parts[5])))
-                    if pod is None:
-                        return self._status(404, "NotFound", f'pods "{parts[5]}" not found')
-                    return self._send(200, pod)
                 self._status(404, "NotFound", f"the emulator does not serve {url.path}")
 
             def do_POST(self):
