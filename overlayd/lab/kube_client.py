@@ -10,6 +10,9 @@ import urllib.parse
 from typing import Optional
 
 
+USER_AGENT = "overlayd-lab"          # how the API server's audit log tells the lab's own requests
+
+
 class KubeApiError(RuntimeError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -28,8 +31,9 @@ class HttpsApiClient:
                 content_type: str = "application/json") -> dict:
         conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self._ctx)
         try:
-            headers = {"Content-Type": content_type, "Accept": "application/json"} if body is not None \
-                else {"Accept": "application/json"}
+            headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+            if body is not None:
+                headers["Content-Type"] = content_type
             conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
             resp = conn.getresponse()
             data = resp.read()

@@ -9,7 +9,7 @@ import time
 from typing import Optional
 
 from overlayd.lab import control_plane as cplane
-from overlayd.lab.kube_client import KubeApiError
+from overlayd.lab.kube_client import USER_AGENT, KubeApiError
 
 
 class RealKube:
@@ -43,21 +43,26 @@ class RealKube:
         self.api.delete_node(name)
 
     def add_pod(self, namespace: str, name: str, node_name: str) -> dict:
-        try:
-            self.api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
-        except KubeApiError as err:
-            if err.status != 409:
-                raise
+        # No controller-manager here: create the namespace's default ServiceAccount ourselves,
+        # or ServiceAccount admission refuses the pod.
+        for path, body in (("/api/v1/namespaces", {"metadata": {"name": namespace}}),
+                           (f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "default"}})):
+            try:
+                self.api.request("POST", path, body)
+            except KubeApiError as err:
+                if err.status != 409:
+                    raise
         return self.api.request("POST", f"/api/v1/namespaces/{namespace}/pods", {
             "metadata": {"name": name},
             "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "overlayd:lab"}]}})
 
     @property
     def requests(self) -> list[tuple[str, str]]:
-        """(VERB, path) of every write since this object was made, from the audit log."""
+        """(VERB, path) of every write since this object was made, from the audit log, but for the
+        test's own (what kubectl or the controller-manager would have done)."""
         events, _ = cplane.audit_events(self.cp, self._audit_from)
         return [(e["verb"].upper(), e["requestURI"].split("?")[0]) for e in events
-                if e.get("stage") == "ResponseComplete"]
+                if e.get("stage") == "ResponseComplete" and not e.get("userAgent", "").startswith(USER_AGENT)]
 
     def compact(self) -> None:
         """Compact etcd at its current revision: history before it is gone (a real 410 next)."""
