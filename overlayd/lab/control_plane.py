@@ -97,8 +97,7 @@ class ControlPlane:
         return next((p for p in self.procs if p.name == name), None)
 
     def stop(self) -> None:
-        for p in reversed(self.procs):
-            p.stop()
+        procs.stop_all(list(reversed(self.procs)))
         self.procs = []
 
     def to_dict(self) -> dict:
@@ -225,7 +224,7 @@ def start(s: ControlPlaneSettings, *, etcd_endpoint_ready: Callable[[], None] = 
         wait_ready(cp, wait)
         cp.version = cp.client.version().get("gitVersion", "")
         log(f"kube-apiserver {cp.version} {cp.url} (in {s.netns}; from this namespace: {cp.local_url})")
-        if s.controller_manager:
+        if s.controller_manager:          # after /readyz: it exits if its delegated authn cannot read yet
             start_controller_manager(cp, s)
     except BaseException:
         cp.stop()
@@ -285,6 +284,9 @@ def apply_rbac(cp: ControlPlane, manifest: str) -> None:
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac_documents(manifest)))
 
 
-def token(cp: ControlPlane, namespace: str, name: str, duration: str = "48h") -> str:
-    """A TokenRequest token for a ServiceAccount (`kubectl create token`)."""
-    return cp.kubectl("create", "token", name, "-n", namespace, f"--duration={duration}").stdout.strip()
+def token(cp: ControlPlane, namespace: str, name: str, seconds: int = 48 * 3600) -> str:
+    """A TokenRequest token for a ServiceAccount (what `kubectl create token` asks for)."""
+    doc = cp.client.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                             "spec": {"expirationSeconds": seconds}})
+    return doc["status"]["token"]

@@ -34,13 +34,19 @@ class Proc:
     def alive(self) -> bool:
         return _start_time(self.pid) == self.started
 
+    def signal(self, sig: int = signal.SIGTERM) -> bool:
+        """Signal the process group, if it is still the process we started."""
+        if not self.alive():
+            return False
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group, then SIGKILL; only if it is still the process we started."""
-        if not self.alive():
-            return
-        try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
+        if not self.signal(signal.SIGTERM):
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -62,6 +68,14 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def stop_all(processes: list, timeout: float = 10.0) -> None:
+    """Stop several at once: SIGTERM them all, then wait for (or kill) each."""
+    for p in processes:
+        p.signal(signal.SIGTERM)
+    for p in processes:
+        p.stop(timeout)
 
 
 def record(name: str, pid: int, log: str) -> Proc:
