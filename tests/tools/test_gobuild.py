@@ -43,13 +43,13 @@ def leftovers(cache):
 
 def test_builds_into_an_entry_keyed_by_release_and_a_warm_run_builds_nothing(tmp_path):
     mod, cache = module(tmp_path), tmp_path / "cache"
-    first = build(mod, cache, "example.test/mod/hello", "example.test/mod/hello=greeter")
+    first = build(mod, cache, "example.test/mod/hello", "greeter=example.test/mod/hello")
     assert first.returncode == 0, first.stderr
     entry = cache / "mod" / "v1.0.0"
     assert subprocess.run([entry / "hello"], capture_output=True, text=True).stderr == "hi\n"
-    assert os.access(entry / "greeter", os.X_OK)           # pkg=name names the binary
+    assert os.access(entry / "greeter", os.X_OK)           # name=pkg names the binary
     mtime = (entry / "hello").stat().st_mtime_ns
-    warm = build(mod, cache, "example.test/mod/hello", "example.test/mod/hello=greeter")
+    warm = build(mod, cache, "example.test/mod/hello", "greeter=example.test/mod/hello")
     assert warm.returncode == 0 and warm.stderr == ""       # nothing to do, nothing said
     assert (entry / "hello").stat().st_mtime_ns == mtime
     assert not leftovers(cache)
