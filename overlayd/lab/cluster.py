@@ -372,7 +372,13 @@ class Lab:
         if binary is None:
             raise LabError(flanneld.missing_reason())
         if self.kube:
-            raise LabError("flanneld nodes need a real kube-apiserver (the emulator is not enough): etcd mode only")
+            kubeconfig = getattr(node, "kubeconfig", None)     # the real control plane's ServiceAccount kubeconfig
+            if not kubeconfig:
+                raise LabError("flanneld in kube mode needs the lab's real kube-apiserver and a node kubeconfig "
+                               "(overlayd.lab.control_plane); the API emulator is not enough")
+            return flanneld.command(binary, underlay_ip=node.underlay_ip, subnet_file=node.subnet_file,
+                                    kubeconfig=kubeconfig, net_conf_file=node.net_conf_file,
+                                    extra=tuple(node.extra_args))
         return flanneld.command(binary, underlay_ip=node.underlay_ip, subnet_file=node.subnet_file,
                                 etcd_endpoint=self.etcd.endpoint, etcd_prefix=ETCD_PREFIX, extra=tuple(node.extra_args))
 

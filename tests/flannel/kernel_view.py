@@ -51,3 +51,16 @@ def device(node, dev: str = "flannel.1") -> tuple:
     return link["ifindex"], link["address"]
 
 
+
+
+def expected_from_nodes(lab, node) -> set:
+    """The same triples from the other nodes themselves (subnet file, device MAC, underlay IP): what
+    any store, etcd or the Kubernetes API, must have carried between them."""
+    want = set()
+    for other in lab.nodes:
+        if other is node:
+            continue
+        subnet = str(ipaddress.ip_interface(lab.subnets()[other.name]).network)
+        gw, mac = subnet.split("/")[0], device(other)[1]
+        want |= {("route", subnet, gw), ("neigh", gw, mac), ("fdb", mac, other.underlay_ip)}
+    return want
