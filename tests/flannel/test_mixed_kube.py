@@ -13,8 +13,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_kube_mode_every_pod_reaches_every_pod_and_each_side_programs_the_other(mixed_lab):
-    lab = mixed_lab(3, 1, kube=True, flanneld_nodes=("n2",))
-    assert [n.daemon for n in lab.nodes] == ["overlayd", "flanneld", "overlayd"]
+    lab = mixed_lab(2, 1, kube=True, flanneld_nodes=("n2",))     # the control plane's start-up dominates: 2 nodes
+    assert [n.daemon for n in lab.nodes] == ["overlayd", "flanneld"]
     for node in lab.nodes:
         assert wait_until(lambda: expected_from_nodes(lab, node) <= kernel_entries(node), 30), \
             (node.name, node.daemon, expected_from_nodes(lab, node) - kernel_entries(node), open(node.log_file).read()[-2000:])
