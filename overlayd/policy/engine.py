@@ -184,7 +184,13 @@ class PolicyEngine:
                 continue
             if full:
                 next_full = self._clock() + self.settings.resync
-            if self.sync(full=full, pending=pending):
+            try:
+                ok = self.sync(full=full, pending=pending)
+            except Exception as err:      # a bug must not end enforcement: log, count, retry
+                log.exception("network policy: sync failed")
+                self.last_error = f"sync: {type(err).__name__}: {err}"
+                ok = False
+            if ok:
                 backoff.reset()
                 retry_at = None
             else:
