@@ -15,6 +15,7 @@ from typing import Callable, Optional
 from .policy.evaluate import PROTO_NUMBERS
 
 log = logging.getLogger(__name__)
+CLOSED_TCP = (7, 8)      # TIME_WAIT, CLOSE
 
 
 def cut(allowed: Callable[[str, str, str, Optional[int]], bool], local_ips: set,
@@ -28,6 +29,8 @@ def cut(allowed: Callable[[str, str, str, Optional[int]], bool], local_ips: set,
             t = entry.tuple_orig
             if t.saddr not in local_ips and t.daddr not in local_ips:
                 continue
+            if entry.protoinfo is not None and entry.protoinfo.state in CLOSED_TCP:
+                continue                    # a finished connection: nothing left to cut
             protocol = PROTO_NUMBERS.get(t.proto, f"proto-{t.proto}")
             port = t.dport if t.proto in PROTO_NUMBERS else None
             if allowed(t.saddr, t.daddr, protocol, port):

@@ -65,6 +65,8 @@ class PolicyEngine:
         self._thread: Optional[threading.Thread] = None
         self._hints: dict = {}          # "ns/pod" -> (ips, when): wired by the CNI, status not seen yet
         self._enforced = threading.Condition()
+        self._cut_wanted: Optional[Cluster] = None   # the cluster the cut thread should enforce next
+        self._cut_event = threading.Event()
         self._sync_seq = 0              # syncs begun
         self._applied_seq = 0           # the last sync (by when it began) whose model is in the kernel
 
@@ -132,10 +134,28 @@ class PolicyEngine:
         self.ensure_closed()
         self._thread = threading.Thread(target=self.run, name="policy-engine", daemon=True)
         self._thread.start()
+        if self._cut is not None and self.settings.cut_conntrack:
+            threading.Thread(target=self._cut_loop, name="policy-conntrack-cut", daemon=True).start()
         return self
+
+    def _cut_loop(self) -> None:
+        """Cuts run here, never in the engine's loop: walking a busy conntrack table takes
+        seconds, and the next change must not wait for it. Only the latest state is cut for."""
+        while not self.stop.is_set():
+            if not self._cut_event.wait(0.5):
+                continue
+            self._cut_event.clear()
+            with self._cond:
+                cluster, self._cut_wanted = self._cut_wanted, None
+            if cluster is not None:
+                try:
+                    self._cut_conntrack(cluster)
+                except Exception:
+                    log.exception("network policy: conntrack cut failed")
 
     def close(self) -> None:
         self.stop.set()
+        self._cut_event.set()
         with self._cond:
             self._cond.notify()
         if self._thread is not None:
@@ -249,9 +269,15 @@ class PolicyEngine:
                 self.metrics.sync_duration.labels(kind=how).observe(done - started)
             for arrived in pending or ():
                 self.metrics.event_to_enforced.observe(max(0.0, done - arrived))
+        if how != "none":
+            st = model.stats
+            log.info("network policy: %s sync in %.0f ms: %d policies on %d of %d local pods, %d elements",
+                     how, (done - started) * 1000, st.policies, st.pods_selected, st.local_pods, st.elements)
         if how != "none" and previous is not None and previous != model and self._cut is not None \
                 and self.settings.cut_conntrack:
-            self._cut_conntrack(cluster)
+            with self._cond:
+                self._cut_wanted = cluster
+            self._cut_event.set()
         return True
 
     def _cut_conntrack(self, cluster: Cluster) -> None:

@@ -154,7 +154,10 @@ class Watcher:
                 rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                 if etype == "BOOKMARK":
                     continue
-                if self.cache.apply(kind, etype, obj):
+                changed = self.cache.apply(kind, etype, obj)
+                log.debug("policy watch %s: %s %s%s", kind, etype, (obj.get("metadata") or {}).get("name"),
+                          "" if changed else " (no change for policy)")
+                if changed:
                     self.on_change(arrived)
         finally:
             with self._lock:
