@@ -7,7 +7,6 @@ import os
 import sys
 
 HELP = "check this node's overlay (CNI files, lease, device, kernel entries, MTU, VXLAN reachability, ...)"
-DOCTOR_FLAGS = ("--json", "--cni-conf-dir", "--cni-bin-dir", "--probe-timeout", "--daemon-pid", "--verbose")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default /opt/cni/bin)")
     g.add_argument("--probe-timeout", type=float, default=2.0, metavar="SECONDS",
                    help="how long to wait for the VXLAN probes' replies (default %(default)s)")
+    g.add_argument("--store-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="how long the lease store may take to answer (default %(default)s; importing "
+                        "its client library is not counted)")
     g.add_argument("--daemon-pid", type=int, metavar="PID",
                    help="take the daemon's flags and NODE_NAME from this running overlayd "
                         "(in the DaemonSet's container: 1) instead of this command line")
@@ -39,7 +41,7 @@ def _from_daemon(pid: int, parser_args: argparse.Namespace) -> tuple[argparse.Na
         env = dict(e.decode("utf-8", "replace").partition("=")[::2] for e in f.read().split(b"\0") if e)
     start = next((i + 1 for i, a in enumerate(argv) if os.path.basename(a) == "overlayd"), 1)
     daemon_args = build_parser().parse_args(argv[start:])
-    for name in ("json", "cni_conf_dir", "cni_bin_dir", "probe_timeout", "daemon_pid", "verbose"):
+    for name in ("json", "cni_conf_dir", "cni_bin_dir", "probe_timeout", "store_timeout", "daemon_pid", "verbose"):
         setattr(daemon_args, name, getattr(parser_args, name))
     return daemon_args, {**os.environ, **{k: v for k, v in env.items() if k in ("NODE_NAME", "POD_NAME",
                                                                               "POD_NAMESPACE")}}

@@ -29,7 +29,6 @@ from .checks_host import CONF_EXTENSIONS
 from .facts import (Binary, CniFacts, ConfFile, DoctorSettings, HealthFacts, KernelFacts, Link, NodeFacts, Port,
                     StoreFacts, UnderlayFacts)
 
-STORE_TIMEOUT = 15.0          # for the store's answers; importing its client library is not counted
 MAX_CONF_BYTES = 1 << 20
 
 
@@ -108,9 +107,9 @@ def _store(args, environ, underlay: Optional[UnderlayFacts]) -> StoreFacts:
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
-        facts = pool.submit(read).result(timeout=STORE_TIMEOUT)
+        facts = pool.submit(read).result(timeout=args.store_timeout)
     except concurrent.futures.TimeoutError:
-        facts = StoreFacts(source, f"no answer within {STORE_TIMEOUT:g}s")
+        facts = StoreFacts(source, f"no answer within {args.store_timeout:g}s (--store-timeout)")
     except Exception as err:
         facts = StoreFacts(source, f"{type(err).__name__}: {err}")
     finally:

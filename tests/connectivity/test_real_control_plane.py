@@ -72,7 +72,7 @@ def test_probe_pods_pinned_to_every_node_a_service_a_clear_message_and_nothing_l
 
 def test_doctor_in_kube_mode_reads_the_nodes_with_the_nodes_credentials_and_finds_nothing_wrong(lab):
     from overlayd.lab import doctor
-    result = doctor.run(lab)
+    result = doctor.run(lab, "--store-timeout=60")
     assert result["exit_code"] == 0, doctor.render(result)
     for name, report in result["nodes"].items():
         checks = {c["check"]: c for c in report["checks"]}

@@ -24,7 +24,7 @@ def make_lab(*extra_args: str, nodes: int = 2) -> Lab:
 
 
 def diagnose(lab: Lab, node: str = "n1") -> Report:
-    return from_json(lab_doctor.run_node(lab, lab.node(node), "--probe-timeout=1"))
+    return from_json(lab_doctor.run_node(lab, lab.node(node), "--probe-timeout=1", "--store-timeout=60"))
 
 
 def failing(report: Report) -> dict[str, list]:
