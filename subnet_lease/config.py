@@ -216,11 +216,21 @@ def _backend(raw) -> BackendConfig:
                          direct_routing=flags["DirectRouting"], mtu=mtu, learning=flags["Learning"])
 
 
+ADDRESS_EXAMPLES = {"Network": "10.244.0.0/16", "SubnetMin": "10.244.1.0", "SubnetMax": "10.244.255.0",
+                    "IPv6Network": "fc00::/48", "IPv6SubnetMin": "fc00:0:0:1::", "IPv6SubnetMax": "fc00:0:0:ff00::"}
+
+
 def net_config_from_dict(doc: dict) -> NetConfig:
     enable_ipv4 = _bool(doc, "EnableIPv4", True)
     enable_ipv6 = _bool(doc, "EnableIPv6", False)
     if not (enable_ipv4 or enable_ipv6):
         raise ConfigError("EnableIPv4 and EnableIPv6 are both false: enable at least one")
+    # Address fields are strings, as flannel's JSON decoding requires, even for a family that is
+    # off (ipaddress alone would take a number; a stray list or object is a typo worth naming).
+    for field, example in ADDRESS_EXAMPLES.items():
+        raw = doc.get(field)
+        if raw is not None and not isinstance(raw, str):
+            raise ConfigError(f'{field} {raw!r} must be a string such as "{example}"')
     network = _network(doc, "Network", 4)
     subnet_len, smin, smax = 24, None, None
     if enable_ipv4:

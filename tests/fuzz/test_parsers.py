@@ -59,6 +59,7 @@ def check_net_conf(text):
 @example({"Network": "10.0.0.0/8", "SubnetMin": 167772416})    # found: a number taken as 10.0.1.0
 @example({"Network": 167772160})                               # found: a number taken as 10.0.0.0/32
 @example({"Network": True})                                    # found: true taken as 0.0.0.1/32
+@example({"Network": "0.0.0.0/0", "IPv6SubnetMin": []})        # found: ignored while IPv6 is off
 def test_net_conf_json_documents(doc):
     check_net_conf(json.dumps(doc))
 
