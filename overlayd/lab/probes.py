@@ -134,12 +134,14 @@ def lab_namespaces(lab_name: str) -> list[str]:
 
 # -- traffic --------------------------------------------------------------------------------
 class PingStream:
-    """`ping -i interval` from a pod to an address until stop(); counts lost echoes."""
+    """`ping -q -i interval` from a pod to an address until stop(); counts lost echoes.
+
+    Quiet: only the summary is printed, so a long stream never fills the pipe and stalls ping."""
 
     def __init__(self, netns: str, dst: str, interval: float = 0.05):
         self.dst = dst
         self.summary: Optional[dict] = None
-        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, "ping", "-n", "-i", str(interval), dst],
+        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, "ping", "-n", "-q", "-i", str(interval), dst],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
 
