@@ -41,10 +41,11 @@ def test_etcd_blackholed_past_lease_ttl(background):
     r = background.result("test_etcd_blackholed_past_lease_ttl", 400)
     assert r["store_lost_leases"], "etcd never expired the leases: the partition was not past the TTL"
     assert r["kernel_changed_during"] == [], "a node tore down entries during the partition"
-    # The expiry reaches the peers with the owners' re-creation right behind it: a blip, bounded.
-    assert_nothing_lost_and_kept(r, tcp_gaps=5)
-    # Pings every 0.1 s: at most 5 s of echoes lost per stream.
-    assert max(p["lost"] for p in r["pings"]) <= 50, f"pings lost: {r['pings']}"
+    # The expiry reaches the peers before the owners' re-creation, which waits for the keeper's
+    # next retry (backoff up to 10 s): a blip, bounded by that (see the _with_grace test).
+    assert_nothing_lost_and_kept(r, tcp_gaps=15)
+    # Pings every 0.1 s: at most 15 s of echoes lost per stream.
+    assert max(p["lost"] for p in r["pings"]) <= 150, f"pings lost: {r['pings']}"
 
 
 def test_etcd_blackholed_past_lease_ttl_with_grace(background):
