@@ -120,11 +120,26 @@ def _addresses(ips: Iterable[str], blocks: Iterable) -> dict:
     return {v: sorted(out[v] | set(nets[v])) for v in (4, 6)}
 
 
+def _merge(spans) -> list[tuple[int, int]]:
+    """Overlapping or adjacent port ranges merged: an nft interval set refuses overlaps."""
+    out: list = []
+    for lo, hi in sorted(spans):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 def _port_exprs(ranges) -> list[str]:
     """nft match expressions for (protocol, lo, hi) ranges; [] when nothing can match."""
     protos = sorted({p.lower() for p, lo, _ in ranges if lo is None})
-    ported = sorted({f"{p.lower()} . {lo}" + (f"-{hi}" if hi != lo else "")
-                     for p, lo, hi in ranges if lo is not None and p.lower() not in protos})
+    by_proto: dict = {}
+    for p, lo, hi in ranges:
+        if lo is not None and p.lower() not in protos:
+            by_proto.setdefault(p.lower(), []).append((lo, hi))
+    ported = [f"{p} . {lo}" + (f"-{hi}" if hi != lo else "")
+              for p in sorted(by_proto) for lo, hi in _merge(by_proto[p])]
     out = []
     if protos:
         out.append(f"meta l4proto {{ {', '.join(protos)} }}")
