@@ -88,6 +88,10 @@ def pod_object(spec: PodSpec) -> dict:
             "metadata": {"name": spec.pod, "namespace": spec.namespace, "labels": dict(spec.labels)},
             "spec": {"nodeName": spec.node, "automountServiceAccountToken": False,
                      "terminationGracePeriodSeconds": 0,
+                     # the lab has no kubelets: the node lifecycle controller marks the nodes
+                     # unreachable after a while, and must not evict the pods for it
+                     "tolerations": [{"key": k, "operator": "Exists", "effect": "NoExecute"}
+                                     for k in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")],
                      "containers": [{"name": "agent", "image": "overlayd.invalid/lab-pod-agent:none",
                                      "ports": ports}]}}
 

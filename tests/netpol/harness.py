@@ -28,7 +28,7 @@ def node_for(key: str, nodes: int) -> str:
 
 
 class ModelLab:
-    def __init__(self, lab, *, timeout: float = 0.4, deadline: float = 30.0):
+    def __init__(self, lab, *, timeout: float = 0.25, deadline: float = 30.0):
         self.lab = lab
         self.timeout = timeout
         self.deadline = deadline
