@@ -56,7 +56,7 @@ def print_matrix(result: dict, pods: list, title: str) -> None:
     names = [p.name for p in pods]
     width = max(len(n) for n in names) + 2
     for (port, proto), cells in result.items():
-        print(f"{title}: TCP connections to port {port}/{proto} (row connects to column)")
+        print(f"{title}: connections to port {port}/{proto} (row connects to column)")
         print(" " * width + "".join(n.ljust(width) for n in names))
         for s in names:
             print(s.ljust(width) + "".join(("-" if s == d else "ok" if cells[(s, d)] else "denied").ljust(width)

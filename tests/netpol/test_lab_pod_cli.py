@@ -72,3 +72,21 @@ def test_pod_add_bad_input_names_the_field(model_lab, args, field):
     assert proc.returncode == 1
     assert field in proc.stderr
     assert not any(p.namespace == "bad" for p in type(model_lab.lab).load(model_lab.lab.name).pods)
+
+
+def test_allow_http_demo(model_lab, capsys):
+    """What `overlayd lab demo --network-policy` shows, on the suite's lab: allow-http before and after."""
+    from overlayd.lab import policy_demo
+    lab = model_lab.lab
+    try:
+        assert policy_demo.run(lab, lambda m: None) == 0
+        out = capsys.readouterr().out
+        assert "allow-http enforced" in out
+        after = out[out.index("after allow-http: connections to port 80/TCP"):]
+        rows = {line.split()[0]: line.split()[1:] for line in after.splitlines()[2:6]}
+        assert rows["other"][0] == "denied" and rows["frontend"][0] == "ok" and rows["frontend-2"][0] == "ok"
+    finally:
+        lab.api.request("DELETE", "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies")
+        for name, *_ in policy_demo.DEMO_PODS:
+            if labpods.find(lab, "default", name):
+                labpods.delete(lab, "default", name)
