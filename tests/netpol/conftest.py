@@ -1,7 +1,7 @@
-"""One lab for the suite's modules: the real kube-apiserver lab with --network-policy on every
-overlayd, three nodes, the nine model pods (x/y/z × a/b/c) made as `overlayd lab pod add` makes
-them. Cases reset to no policies and default labels and wait for the kernel to agree, then apply
-their own."""
+"""One lab for the suite's modules: the real kube-apiserver lab, dual-stack, with --network-policy
+on every overlayd, three nodes, the nine model pods (x/y/z × a/b/c) made as `overlayd lab pod add`
+makes them. Cases reset to no policies and default labels and wait for the kernel to agree, then
+apply their own. (One dual-stack lab rather than one per family: a lab takes 30-60 s to come up.)"""
 from __future__ import annotations
 
 import pytest
@@ -25,15 +25,6 @@ def _bring_up(dual_stack: bool) -> tuple:
 
 @pytest.fixture(scope="package")
 def model_lab():
-    lab, model = _bring_up(dual_stack=False)
-    try:
-        yield model
-    finally:
-        lab.down()
-
-
-@pytest.fixture(scope="package")
-def dual_stack_lab():
     lab, model = _bring_up(dual_stack=True)
     try:
         yield model

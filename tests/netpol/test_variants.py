@@ -14,10 +14,10 @@ DUAL_STACK_CASES = ["default_deny_all_blocks_both_directions", "pod_and_namespac
 
 
 @pytest.mark.parametrize("name", DUAL_STACK_CASES)
-def test_dual_stack_both_families(dual_stack_lab, name):
+def test_dual_stack_both_families(model_lab, name):
     """Each family against the reference evaluator; an ipBlock of one family leaves the other's
     traffic to the rest of the policy (so IPv6 egress of an IPv4-only ipBlock rule is denied)."""
-    model = dual_stack_lab
+    model = model_lab
     case = next(c for c in CASES if c.name == name)
     model.reset()
     for i, step in enumerate(case.steps, 1):
@@ -50,12 +50,13 @@ def test_same_node_and_cross_node_pairs_are_enforced_alike(model_lab):
 
 
 @pytest.mark.parametrize("proto", ["TCP", "UDP"])
-def test_pod_source_addresses_survive_pod_to_pod(model_lab, proto):
+@pytest.mark.parametrize("family", [4, 6])
+def test_pod_source_addresses_survive_pod_to_pod(model_lab, proto, family):
     """Policies match peers by pod IP, so the receiver must see the sender's pod address on every
     pair, same-node and cross-node (the bridge delegate's ipMasq must not rewrite it)."""
     model = model_lab
     model.reset()
-    model.expect(model.reference([(80, proto, 4)]), "no policy")
-    seen = model.seen_sources(80, proto)
-    wrong = {f"{s}->{d}": addr for (s, d), addr in seen.items() if addr != model._addr(s, 4)}
+    model.expect(model.reference([(80, proto, family)]), "no policy")
+    seen = model.seen_sources(80, proto, family)
+    wrong = {f"{s}->{d}": addr for (s, d), addr in seen.items() if addr != model._addr(s, family)}
     assert not wrong, f"receivers saw other source addresses than the senders' pod IPs: {wrong}"
