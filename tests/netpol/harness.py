@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import os
 import random
 import time
 from typing import Iterable, Optional
@@ -28,7 +29,7 @@ def node_for(key: str, nodes: int) -> str:
 
 
 class ModelLab:
-    def __init__(self, lab, *, timeout: float = 0.25, deadline: float = 30.0):
+    def __init__(self, lab, *, timeout: float = 0.25, deadline: float = float(os.environ.get("NETPOL_DEADLINE", "90"))):
         self.lab = lab
         self.timeout = timeout
         self.deadline = deadline

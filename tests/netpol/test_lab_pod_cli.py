@@ -45,10 +45,13 @@ def test_pod_add_status_del(model_lab):
     mine = [p for p in status["pods"] if p.get("namespace") == "cli-ns"]
     assert len(mine) == 1 and mine[0]["labels"] == {"app": "web", "tier": "front"} and mine[0]["ips"] == doc["ips"]
 
-    # the declared ports are served from the pod's namespace: x/b on another node reaches them
-    reply = labpods.agent_request(model_lab.sockets["x/b"], {"op": "probe", "timeout": 2, "targets": [
-        [doc["ips"][0], 8080, "TCP"], [doc["ips"][0], 53, "UDP"]]})
-    assert [r and r.split(" ")[0] for r in reply["results"]] == ["cli-ns/web", "cli-ns/web"]
+    # the declared ports are served from the pod's namespace: x/b on another node reaches them once
+    # the engines know the new pod (a new pod is closed until its rules are in)
+    for port, proto in ((8080, "TCP"), (53, "UDP")):
+        seen = labpods.agent_request(model_lab.sockets["x/b"], {"op": "watch", "target": [doc["ips"][0], port, proto],
+                                                              "want": True, "deadline": model_lab.deadline},
+                                     timeout=model_lab.deadline + 10)
+        assert seen["at"] is not None, f"x/b never reached cli-ns/web on {port}/{proto}"
 
     overlayd(lab, "pod", "del", "--namespace", "cli-ns", "--pod", "web")
     assert not os.path.exists(f"/var/run/netns/{doc['netns']}")
