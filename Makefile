@@ -13,7 +13,7 @@ DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nft
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 300
 
-.PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol-long flannel-bins bench-flannel kube-bins
+.PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol netpol-long flannel-bins bench-flannel kube-bins
 
 deps: deb venv
 
@@ -68,9 +68,14 @@ demo: deps
 bench: deps
 	$(PY) -m bench
 
-# The NetworkPolicy suite's generated cases at length: 20 seeds x 60 steps (make test runs 5 x 40).
+# The NetworkPolicy suite on the real control plane lab (tests/netpol: the 48 upstream cases, 5 x 40
+# generated steps, dual-stack and same/cross-node variants, lab pod verbs, the demo), and its generated
+# cases at length (20 seeds x 60 steps). See docs/network-policy.md, "Tests and figures".
+netpol: deps
+	NETPOL_LAB=1 $(PY) -m pytest tests/netpol $(PYTEST_ARGS)
+
 netpol-long: deps
-	NETPOL_SEEDS=$$(seq -s, 1 20) NETPOL_STEPS=60 $(PY) -m pytest tests/netpol/test_generated.py $(PYTEST_ARGS)
+	NETPOL_LAB=1 NETPOL_SEEDS=$$(seq -s, 1 20) NETPOL_STEPS=60 $(PY) -m pytest tests/netpol/test_generated.py $(PYTEST_ARGS)
 
 # Every chaos scenario at full length (a 30-min churn soak among them), then their table (docs/chaos.md).
 .PHONY: soak

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import threading
@@ -23,8 +24,9 @@ from overlayd.lab.cluster import Lab
 
 NS = "bench"
 NP = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
-ROUNDS = 20
-NEW_PODS = 10
+ROUNDS = int(os.environ.get("NETPOL_BENCH_ROUNDS", "10"))
+NEW_PODS = int(os.environ.get("NETPOL_BENCH_NEW_PODS", "5"))
+DEADLINE = 60.0
 
 
 def _policy(name: str, from_labels: dict) -> dict:
@@ -41,7 +43,7 @@ def _timed(lab, watcher, target, want: bool, change) -> float:
     def watch():
         result.update(labpods.agent_request(watcher.agent_socket, {
             "op": "watch", "target": target, "want": want, "interval": 0.005, "attempt_timeout": 0.1,
-            "confirm": 3, "deadline": 10}, timeout=20))
+            "confirm": 3, "deadline": DEADLINE}, timeout=DEADLINE + 10))
 
     t = threading.Thread(target=watch)
     t.start()
@@ -49,8 +51,8 @@ def _timed(lab, watcher, target, want: bool, change) -> float:
     t0 = time.time()
     change()
     t.join()
-    if result.get("at") is None:
-        raise RuntimeError(f"the change was not enforced within 10 s ({result})")
+    if result.get("at") is None:          # not enforced within DEADLINE: counted as such, not dropped
+        return float("inf")
     return (result["at"] - t0) * 1000
 
 
@@ -80,11 +82,12 @@ def event_to_enforced(lab, srv, cli) -> dict:
         # the agent in the new pod is up before its IP is published; probe from the client until allowed
         res = labpods.agent_request(cli.agent_socket, {"op": "watch", "target": [pod.ip, 80, "TCP"], "want": True,
                                                       "interval": 0.005, "attempt_timeout": 0.1, "confirm": 3,
-                                                      "deadline": 10}, timeout=20)
+                                                      "deadline": DEADLINE}, timeout=DEADLINE + 10)
         out["new pod"].append((res["at"] - marks["status"]) * 1000 if res["at"] else float("inf"))
         labpods.delete(lab, NS, f"new-{i}")
     lab.api.request("DELETE", NP)
-    return {k: {"n": len(v), "p50_ms": _p(v, 0.5), "p99_ms": _p(v, 0.99), "max_ms": max(v)} for k, v in out.items()}
+    return {k: {"n": len(v), "p50_ms": _p(v, 0.5), "p99_ms": _p(v, 0.99), "max_ms": max(v),
+                "not_enforced": sum(1 for x in v if x == float("inf"))} for k, v in out.items()}
 
 
 def _iperf(lab, srv, cli, seconds: int = 3) -> float:
@@ -121,7 +124,7 @@ def data_path(lab, srv, cli, runs: int = 3) -> dict:
                     for i in range(1000):
                         lab.api.request("POST", NP, _policy(f"np-{i}", {"client": f"id-{i}"}))
             labpods.agent_request(cli.agent_socket, {"op": "watch", "target": [srv.ip, 80, "TCP"], "want": True,
-                                                    "deadline": 60}, timeout=70)
+                                                    "deadline": 120}, timeout=130)
             results[mode]["gbps"].append(_iperf(lab, srv, cli))
             results[mode]["conn_s"].append(_conn_rate(cli, srv))
     lab.api.request("DELETE", NP)
@@ -140,7 +143,8 @@ def main() -> None:
         b = event_to_enforced(lab, srv, cli)
         for kind, f in b.items():
             print(f"(b) event to enforced, {kind}: p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms, "
-                  f"max {f['max_ms']:.0f} ms over {f['n']} (target p99 <= 100 ms)", flush=True)
+                  f"max {f['max_ms']:.0f} ms over {f['n']}, {f['not_enforced']} not enforced within "
+                  f"{DEADLINE:.0f} s (target p99 <= 100 ms)", flush=True)
         c = data_path(lab, srv, cli)
         print(f"(c) cross-node TCP: {c['none']['gbps']:.2f} Gbit/s and {c['none']['conn_s']:.0f} new conn/s with no "
               f"policy; {c['1000 policies']['gbps']:.2f} Gbit/s and {c['1000 policies']['conn_s']:.0f} conn/s with "

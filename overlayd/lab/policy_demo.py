@@ -72,14 +72,14 @@ def run(lab, say) -> int:
     for p in pods:
         print(f"pod default/{p.name} on {p.node}: {p.ip or p.ip6}  labels {json.dumps(p.labels)}")
     print()
-    before = _settle(pods, lambda m: all(all(c.values()) for c in m.values()), 30)
+    before = _settle(pods, lambda m: all(all(c.values()) for c in m.values()), 90)
     print_matrix(before, pods, "before")
     print("$ kubectl apply -f allow-http.yaml")
     print(json.dumps(ALLOW_HTTP, indent=1))
     started = time.monotonic()
     lab.api.request("POST", "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies", ALLOW_HTTP)
     want = expected_after(pods)
-    after = _settle(pods, lambda m: m == want, 30)
+    after = _settle(pods, lambda m: m == want, 90)
     print(f"\n(enforced {time.monotonic() - started:.2f}s after the API accepted it, by probes)\n")
     print_matrix(after, pods, "after allow-http")
     ok = after == want

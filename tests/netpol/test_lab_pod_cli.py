@@ -24,6 +24,7 @@ def overlayd(lab, *args, check=True):
     return proc
 
 
+@pytest.mark.netpol_smoke
 def test_pod_add_status_del(model_lab):
     lab = model_lab.lab
     out = overlayd(lab, "pod", "add", "--namespace", "cli-ns", "--pod", "web", "--node", "n2",
@@ -60,6 +61,7 @@ def test_pod_add_status_del(model_lab):
     assert getattr(err.value, "status", None) == 404
 
 
+@pytest.mark.netpol_smoke
 @pytest.mark.parametrize("args, field", [
     (["--port", "http80"], "--port"),
     (["--port", "http:80/ICMP"], "--port"),
@@ -77,6 +79,7 @@ def test_pod_add_bad_input_names_the_field(model_lab, args, field):
     assert not any(p.namespace == "bad" for p in type(model_lab.lab).load(model_lab.lab.name).pods)
 
 
+@pytest.mark.netpol_smoke
 def test_allow_http_demo(model_lab, capsys):
     """What `overlayd lab demo --network-policy` shows, on the suite's lab: allow-http before and after."""
     from overlayd.lab import policy_demo

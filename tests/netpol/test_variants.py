@@ -29,6 +29,7 @@ def test_dual_stack_both_families(model_lab, name):
         model.expect(expected, f"dual-stack {name} step {i}")
 
 
+@pytest.mark.netpol_smoke
 def test_same_node_and_cross_node_pairs_are_enforced_alike(model_lab):
     """x/a, y/a, z/a share n1 (b on n2, c on n3): a deny and an allow must hold on both kinds of pair,
     since the same node's bridge carries one and the VXLAN overlay the other."""
@@ -49,6 +50,7 @@ def test_same_node_and_cross_node_pairs_are_enforced_alike(model_lab):
     model.expect({(80, "TCP", 4): table, (81, "UDP", 4): table}, "same-node vs cross-node")
 
 
+@pytest.mark.netpol_smoke
 @pytest.mark.parametrize("proto", ["TCP", "UDP"])
 @pytest.mark.parametrize("family", [4, 6])
 def test_pod_source_addresses_survive_pod_to_pod(model_lab, proto, family):
