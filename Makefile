@@ -11,6 +11,9 @@ DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nft
 	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux binutils gcc libc6-dev \
 	clang libclang-rt-14-dev prometheus socat
 PYTEST_ARGS ?=
+# Test modules run in this many worker processes (pytest-xdist, a module's tests stay together):
+# most tests wait on the kernel, daemons and API servers rather than the CPU. 0 runs them serially.
+PYTEST_WORKERS ?= 3
 FUZZ_SECONDS ?= 300
 
 .PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol netpol-long flannel-bins bench-flannel kube-bins
@@ -45,7 +48,7 @@ bench-flannel: deps flannel-bins
 # (FUZZ_PASS_SECONDS=0 skips it). See docs/development.md.
 test: deps kube-bins
 	@$(MAKE) --no-print-directory flannel-bins || echo "*** flanneld did not build: tests/flannel will SKIP (see the error above) ***" >&2
-	bash fuzz/check.sh $(PY) -m pytest $(PYTEST_ARGS)
+	bash fuzz/check.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-frontend: deps
 	bash fuzz/check.sh $(PY) -m pytest tests/cni

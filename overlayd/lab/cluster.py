@@ -657,6 +657,20 @@ class _Detached:
         except ProcessLookupError:
             pass
 
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout: float = 10):
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            time.sleep(0.05)
+        return 0
+
 
 def registered_node(node: Node) -> dict:
     """A Node as a kubelet registers it: its name, hostname label and InternalIP(s)."""

@@ -33,7 +33,7 @@ def _assemble(root: str, **env) -> subprocess.CompletedProcess:
     full_env.pop("PYTHONPATH", None)
     full_env.pop("VIRTUAL_ENV", None)
     return subprocess.run(["bash", ASSEMBLE, root], capture_output=True, text=True, env=full_env,
-                          cwd="/", timeout=280)
+                          cwd="/", timeout=900)   # a hang guard: pip under a loaded machine takes minutes
 
 
 @pytest.fixture(scope="module")
