@@ -1,0 +1,223 @@
+"""The lab's container images, made on this machine (no registry, no Docker) and imported with ctr.
+
+    pause    localhost/overlayd-lab/pause:1      a static pause binary compiled here (gcc -static)
+    test     localhost/overlayd-lab/test:1       Debian's busybox-static: sh, ip, ping, sleep, nc,
+                                                 httpd, wget, ... (every applet, linked in /bin)
+    overlayd docker.io/library/overlayd:0.1.0    (the name manifests/overlayd.yaml uses) /opt/overlayd
+                                                 as image/assemble.sh makes it, plus the runtime the
+                                                 Dockerfile's second stage installs (python3, iproute2,
+                                                 iptables, nftables) taken from this Debian 12 machine
+                                                 with the shared libraries they link (ldd)
+
+Archives are cached under IMAGE_CACHE keyed by what they are made of (the overlayd image: a hash
+of the source files image/assemble.sh copies), so a warm `lab up` only imports them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from typing import Callable, Iterable
+
+from .netns import LabError
+from .oci_archive import Entry, ImageConfig, tree_entries, write_archive
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IMAGE_CACHE = os.environ.get("OVERLAYD_IMAGE_CACHE", "/var/cache/overlayd-images")
+PAUSE = "localhost/overlayd-lab/pause:1"
+TEST = "localhost/overlayd-lab/test:1"
+OVERLAYD = "docker.io/library/overlayd:0.1.0"
+BUSYBOX = "/bin/busybox"
+# What image/assemble.sh copies from the source tree: a change here means a new overlayd image.
+SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "subnet_lease", "overlayd", "cni_plugin", "image")
+
+PAUSE_C = r"""
+/* The pod sandbox's process: sleeps until told to stop, reaps orphans (it is PID 1). */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void stop(int sig) { (void)sig; _exit(0); }
+static void reap(int sig) { (void)sig; while (waitpid(-1, NULL, WNOHANG) > 0) {} }
+int main(void) {
+    signal(SIGINT, stop);
+    signal(SIGTERM, stop);
+    signal(SIGCHLD, reap);
+    for (;;) pause();
+}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    name: str
+    archive: str
+
+
+def _run(cmd: list, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise LabError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}): "
+                       f"{(proc.stderr or proc.stdout).strip()[-3000:]}")
+    return proc
+
+
+def _cached(key: str, build: Callable[[str], None]) -> str:
+    """IMAGE_CACHE/<key>.tar, built by build(path) unless present (atomic: tmp then rename)."""
+    os.makedirs(IMAGE_CACHE, exist_ok=True)
+    out = os.path.join(IMAGE_CACHE, f"{key}.tar")
+    if not os.path.exists(out):
+        build(out)
+    return out
+
+
+def pause_image(log=lambda m: None) -> Image:
+    key = "pause-" + hashlib.sha256(PAUSE_C.encode()).hexdigest()[:16]
+
+    def build(out: str) -> None:
+        log("building the pause image (gcc -static)")
+        with tempfile.TemporaryDirectory() as tmp:
+            src, exe = os.path.join(tmp, "pause.c"), os.path.join(tmp, "pause")
+            with open(src, "w") as f:
+                f.write(PAUSE_C)
+            _run(["gcc", "-static", "-Os", "-s", "-o", exe, src])
+            write_archive(out, ImageConfig(PAUSE, entrypoint=("/pause",)), [Entry("/pause", source=exe, mode=0o755)])
+    return Image(PAUSE, _cached(key, build))
+
+
+def busybox_entries(applets: Iterable[str] | None = None) -> list[Entry]:
+    """/bin/busybox and a symlink per applet (all of them, or only those named)."""
+    if not os.access(BUSYBOX, os.X_OK):
+        raise LabError(f"{BUSYBOX} is missing: apt-get install busybox-static")
+    listed = _run([BUSYBOX, "--list"]).stdout.split()
+    wanted = listed if applets is None else [a for a in applets if a in listed]
+    return [Entry("/bin/busybox", source=os.path.realpath(BUSYBOX), mode=0o755),
+            *(Entry(f"/bin/{a}", link="busybox") for a in wanted if a != "busybox")]
+
+
+def test_image(log=lambda m: None) -> Image:
+    version = _run([BUSYBOX, "--help"]).stdout.splitlines()[0] if os.path.exists(BUSYBOX) else ""
+    key = "test-" + hashlib.sha256(version.encode()).hexdigest()[:16]
+
+    def build(out: str) -> None:
+        log(f"building the test image ({version.strip()})")
+        entries = busybox_entries() + [Entry("/tmp", mode=0o1777), Entry("/etc/passwd", data=b"root:x:0:0:root:/:/bin/sh\n"),
+                                       Entry("/etc/group", data=b"root:x:0:\n")]
+        write_archive(out, ImageConfig(TEST, cmd=("sh",), env=("PATH=/bin",)), entries)
+    return Image(TEST, _cached(key, build))
+
+
+# -- the overlayd image ------------------------------------------------------------------------
+
+def source_hash(repo: str = REPO) -> str:
+    h = hashlib.sha256()
+    for top in SOURCES:
+        path = os.path.join(repo, top)
+        files = [path] if os.path.isfile(path) else sorted(
+            os.path.join(r, f) for r, d, fs in os.walk(path) for f in fs
+            if "__pycache__" not in r and "/native/build" not in r and not f.endswith(".pyc"))
+        for f in files:
+            h.update(os.path.relpath(f, repo).encode() + b"\0")
+            with open(f, "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()[:16]
+
+
+_LDD = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
+
+
+def shared_libraries(paths: Iterable[str]) -> set[str]:
+    """Every shared library (and the loader) the given ELF files link, as ldd resolves them."""
+    libs: set[str] = set()
+    for path in paths:
+        proc = subprocess.run(["ldd", path], capture_output=True, text=True)
+        if proc.returncode != 0:      # static, or not an ELF file
+            continue
+        libs.update(m.group(1) for m in map(_LDD.search, proc.stdout.splitlines()) if m)
+    return libs
+
+
+def host_file_entries(path: str) -> list[Entry]:
+    """A file of this machine at the same place in the image, following symlinks (each link kept)."""
+    out = []
+    seen = set()
+    while path not in seen:
+        seen.add(path)
+        where = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        if os.path.islink(path):
+            target = os.readlink(path)
+            out.append(Entry(where, link=target))
+            path = os.path.normpath(os.path.join(os.path.dirname(where), target))
+        else:
+            out.append(Entry(where, source=path))
+            break
+    return out
+
+
+def runtime_entries() -> list[Entry]:
+    """What the Dockerfile's runtime stage installs, from this machine: python3, ip, iptables, nft."""
+    py = os.path.realpath("/usr/bin/python3")
+    xtables = shutil.which("xtables-nft-multi") or "/usr/sbin/xtables-nft-multi"
+    tools = [py, shutil.which("ip") or "/usr/bin/ip", shutil.which("nft") or "/usr/sbin/nft", xtables]
+    for t in tools:
+        if not os.path.exists(t):
+            raise LabError(f"{t} is missing: the overlayd image takes it from this machine "
+                           f"(apt-get install python3 iproute2 iptables nftables)")
+    stdlib = os.path.join("/usr/lib", os.path.basename(py))
+    xt_mods = sorted(glob.glob("/usr/lib/x86_64-linux-gnu/xtables/*.so"))
+    dynload = sorted(glob.glob(os.path.join(stdlib, "lib-dynload", "*.so")))
+    entries = [Entry("/bin", link="usr/bin"), Entry("/sbin", link="usr/sbin"), Entry("/lib", link="usr/lib"),
+               Entry("/lib64", link="usr/lib64"), Entry("/tmp", mode=0o1777), Entry("/run"), Entry("/proc"),
+               Entry("/sys"), Entry("/dev")]
+    for t in tools:
+        entries += host_file_entries(t)
+    entries.append(Entry("/usr/bin/python3", link=os.path.basename(py)))
+    for name in ("iptables", "iptables-restore", "iptables-save", "ip6tables", "ip6tables-restore", "ip6tables-save"):
+        entries.append(Entry(f"/usr/sbin/{name}", link="xtables-nft-multi"))
+    # the standard library, less its test suite and the static libraries for embedding
+    entries += [e for e in tree_entries(stdlib, stdlib)
+                if not e.path.startswith((f"{stdlib}/test/", f"{stdlib}/config-"))]
+    entries += tree_entries("/usr/lib/x86_64-linux-gnu/xtables", "/usr/lib/x86_64-linux-gnu/xtables")
+    for lib in sorted(shared_libraries(tools + xt_mods + dynload)):
+        entries += host_file_entries(lib)
+    for etc in ("/etc/protocols", "/etc/services", "/etc/ethertypes", "/etc/nsswitch.conf"):
+        if os.path.exists(etc):
+            entries.append(Entry(etc, source=etc))
+    entries += [Entry("/etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n"), Entry("/etc/group", data=b"root:x:0:\n")]
+    entries += busybox_entries(["sh", "cp", "mv", "rm", "chmod", "mkdir", "cat", "ls", "env"])
+    return entries
+
+
+def assemble(root: str, log=lambda m: None) -> None:
+    """image/assemble.sh ROOT (the Dockerfile's build step), run from this repository."""
+    log("assembling /opt/overlayd with image/assemble.sh (pip installs and a PyInstaller build: a few minutes)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PIP_NO_COMPILE"] = "1"
+    _run(["bash", os.path.join(REPO, "image", "assemble.sh"), root], env=env, cwd="/", timeout=900)
+
+
+def overlayd_image(log=lambda m: None) -> Image:
+    key = "overlayd-" + source_hash()
+
+    def build(out: str) -> None:
+        with tempfile.TemporaryDirectory(dir=IMAGE_CACHE) as root:
+            assemble(root, log)
+            prefix = os.path.join(root, "opt", "overlayd")
+            entries = runtime_entries() + tree_entries(prefix, "/opt/overlayd")
+            so = [e.source for e in entries if e.source and e.source.startswith(prefix) and ".so" in e.source]
+            for lib in sorted(shared_libraries(so)):
+                entries += host_file_entries(lib)
+            log("writing the overlayd image archive")
+            write_archive(out, ImageConfig(OVERLAYD, entrypoint=("/opt/overlayd/bin/overlayd",),
+                                           env=("PATH=/opt/overlayd/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                                                "/usr/bin:/sbin:/bin", "PYTHONUNBUFFERED=1")), entries)
+    return Image(OVERLAYD, _cached(key, build))
+
+
+def all_images(log=lambda m: None) -> dict[str, Image]:
+    return {"pause": pause_image(log), "test": test_image(log), "overlayd": overlayd_image(log)}
