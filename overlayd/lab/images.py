@@ -33,6 +33,9 @@ PAUSE = "localhost/overlayd-lab/pause:1"
 TEST = "localhost/overlayd-lab/test:1"
 OVERLAYD = "docker.io/library/overlayd:0.1.0"
 BUSYBOX = "/bin/busybox"
+SHELL_TOOLS = ("dash", "cp", "mv", "rm", "chmod", "mkdir", "cat", "ls", "env", "sleep")
+# Bump when runtime_entries() or the archive format changes what the overlayd image holds.
+BUILDER_VERSION = 3
 # What image/assemble.sh copies from the source tree: a change here means a new overlayd image.
 SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "subnet_lease", "overlayd", "cni_plugin", "image")
 
@@ -68,7 +71,7 @@ def _run(cmd: list, **kw) -> subprocess.CompletedProcess:
 
 
 def _cached(key: str, build: Callable[[str], None]) -> str:
-    """IMAGE_CACHE/<key>.tar, built by build(path) unless present (atomic: tmp then rename)."""
+    """IMAGE_CACHE/<key>.tar, built by build(path) unless present (write_archive: tmp then rename)."""
     os.makedirs(IMAGE_CACHE, exist_ok=True)
     out = os.path.join(IMAGE_CACHE, f"{key}.tar")
     if not os.path.exists(out):
@@ -90,14 +93,14 @@ def pause_image(log=lambda m: None) -> Image:
     return Image(PAUSE, _cached(key, build))
 
 
-def busybox_entries(applets: Iterable[str] | None = None) -> list[Entry]:
-    """/bin/busybox and a symlink per applet (all of them, or only those named)."""
+def busybox_entries(applets: Iterable[str] | None = None, where: str = "/bin") -> list[Entry]:
+    """<where>/busybox and a symlink per applet (all of them, or only those named)."""
     if not os.access(BUSYBOX, os.X_OK):
         raise LabError(f"{BUSYBOX} is missing: apt-get install busybox-static")
     listed = _run([BUSYBOX, "--list"]).stdout.split()
     wanted = listed if applets is None else [a for a in applets if a in listed]
-    return [Entry("/bin/busybox", source=os.path.realpath(BUSYBOX), mode=0o755),
-            *(Entry(f"/bin/{a}", link="busybox") for a in wanted if a != "busybox")]
+    return [Entry(f"{where}/busybox", source=os.path.realpath(BUSYBOX), mode=0o755),
+            *(Entry(f"{where}/{a}", link="busybox") for a in wanted if a != "busybox")]
 
 
 def test_image(log=lambda m: None) -> Image:
@@ -115,12 +118,15 @@ def test_image(log=lambda m: None) -> Image:
 # -- the overlayd image ------------------------------------------------------------------------
 
 def source_hash(repo: str = REPO) -> str:
+    """What the overlayd image is made of: the sources assemble.sh copies (less the lab, which
+    nothing in the image runs)."""
     h = hashlib.sha256()
     for top in SOURCES:
         path = os.path.join(repo, top)
         files = [path] if os.path.isfile(path) else sorted(
             os.path.join(r, f) for r, d, fs in os.walk(path) for f in fs
-            if "__pycache__" not in r and "/native/build" not in r and not f.endswith(".pyc"))
+            if "__pycache__" not in r and "/native/build" not in r and not f.endswith(".pyc")
+            and not r.startswith(os.path.join(repo, "overlayd", "lab")))
         for f in files:
             h.update(os.path.relpath(f, repo).encode() + b"\0")
             with open(f, "rb") as fh:
@@ -189,7 +195,14 @@ def runtime_entries() -> list[Entry]:
         if os.path.exists(etc):
             entries.append(Entry(etc, source=etc))
     entries += [Entry("/etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n"), Entry("/etc/group", data=b"root:x:0:\n")]
-    entries += busybox_entries(["sh", "cp", "mv", "rm", "chmod", "mkdir", "cat", "ls", "env"])
+    # A POSIX shell and the few tools install-reference-plugins uses: dash and coreutils, as in
+    # debian:bookworm-slim (busybox's sh would run its own applets, `ip` too, before PATH's).
+    shell = [shutil.which(t) or f"/bin/{t}" for t in SHELL_TOOLS]
+    for t in shell:
+        entries += host_file_entries(t)
+    entries.append(Entry("/usr/bin/sh", link="dash"))
+    for lib in sorted(shared_libraries(shell)):
+        entries += host_file_entries(lib)
     return entries
 
 
@@ -201,22 +214,66 @@ def assemble(root: str, log=lambda m: None) -> None:
     _run(["bash", os.path.join(REPO, "image", "assemble.sh"), root], env=env, cwd="/", timeout=900)
 
 
+_SHEBANG = re.compile(rb"^#!\S*?(/opt/overlayd/venv/bin/)")
+
+
+def _relocated(e: Entry) -> Entry:
+    """pip wrote the venv's scripts with the assembly ROOT in their #! line; in the image ROOT is /."""
+    if e.source and "/venv/bin/" in e.source:
+        with open(e.source, "rb") as f:
+            data = f.read()
+        fixed = _SHEBANG.sub(rb"#!\1", data, count=1)
+        if fixed != data:
+            return Entry(e.path, data=fixed, mode=os.stat(e.source).st_mode & 0o7777)
+    return e
+
+
+def assembled_root(src: str, log=lambda m: None) -> str:
+    """IMAGE_CACHE/assembled-<src>: the ROOT image/assemble.sh filled (kept: it takes minutes)."""
+    root = os.path.join(IMAGE_CACHE, f"assembled-{src}")
+    if not os.path.isdir(root):
+        os.makedirs(IMAGE_CACHE, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=IMAGE_CACHE, prefix=".assembling-")
+        try:
+            assemble(tmp, log)
+            os.rename(tmp, root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return root
+
+
+def _prune(pattern: str, keep: str) -> None:
+    """Older source trees' images and roots (hundreds of MB each) are not kept."""
+    for stale in glob.glob(os.path.join(IMAGE_CACHE, pattern)):
+        if stale != keep:
+            if os.path.isdir(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(stale)
+                except FileNotFoundError:
+                    pass
+
+
 def overlayd_image(log=lambda m: None) -> Image:
-    key = "overlayd-" + source_hash()
+    src = source_hash()
+    root = assembled_root(src, log)
+    _prune("assembled-*", root)
 
     def build(out: str) -> None:
-        with tempfile.TemporaryDirectory(dir=IMAGE_CACHE) as root:
-            assemble(root, log)
-            prefix = os.path.join(root, "opt", "overlayd")
-            entries = runtime_entries() + tree_entries(prefix, "/opt/overlayd")
-            so = [e.source for e in entries if e.source and e.source.startswith(prefix) and ".so" in e.source]
-            for lib in sorted(shared_libraries(so)):
-                entries += host_file_entries(lib)
-            log("writing the overlayd image archive")
-            write_archive(out, ImageConfig(OVERLAYD, entrypoint=("/opt/overlayd/bin/overlayd",),
-                                           env=("PATH=/opt/overlayd/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
-                                                "/usr/bin:/sbin:/bin", "PYTHONUNBUFFERED=1")), entries)
-    return Image(OVERLAYD, _cached(key, build))
+        prefix = os.path.join(root, "opt", "overlayd")
+        entries = runtime_entries() + [_relocated(e) for e in tree_entries(prefix, "/opt/overlayd")]
+        so = [e.source for e in entries if e.source and e.source.startswith(prefix) and ".so" in e.source]
+        for lib in sorted(shared_libraries(so)):
+            entries += host_file_entries(lib)
+        log("writing the overlayd image archive")
+        write_archive(out, ImageConfig(OVERLAYD, entrypoint=("/opt/overlayd/bin/overlayd",),
+                                       env=("PATH=/opt/overlayd/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                                            "/usr/bin:/sbin:/bin", "PYTHONUNBUFFERED=1")), entries)
+    archive = _cached(f"overlayd-{src}-b{BUILDER_VERSION}", build)
+    _prune("overlayd-*.tar", archive)
+    return Image(OVERLAYD, archive)
 
 
 def all_images(log=lambda m: None) -> dict[str, Image]:

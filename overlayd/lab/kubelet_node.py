@@ -16,7 +16,7 @@ from typing import Callable, Optional
 from . import containerd, images, kube_bins, kubelet, kube_proxy, node_host, procs
 from .netns import LabError, run
 
-NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-proxy")
+NODE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kubectl", "kubelet", "kube-scheduler", "kube-proxy")
 DAEMONSET = ("kube-overlayd", "overlayd")
 
 
@@ -41,17 +41,18 @@ class KubeletNodes:
     nodes: list = dataclasses.field(default_factory=list)       # [KubeletNode]
     scheduler: Optional[procs.Proc] = None
     images: dict = dataclasses.field(default_factory=dict)      # role -> image name
+    kubectl: str = ""
 
     def to_dict(self) -> dict:
         return {"nodes": [n.to_dict() for n in self.nodes],
                 "scheduler": dataclasses.asdict(self.scheduler) if self.scheduler else None,
-                "images": dict(self.images)}
+                "images": dict(self.images), "kubectl": self.kubectl}
 
     @classmethod
     def from_dict(cls, d: dict) -> "KubeletNodes":
         return cls(nodes=[KubeletNode.from_dict(n) for n in d.get("nodes", [])],
                    scheduler=procs.Proc(**d["scheduler"]) if d.get("scheduler") else None,
-                   images=dict(d.get("images") or {}))
+                   images=dict(d.get("images") or {}), kubectl=d.get("kubectl", ""))
 
     def node(self, name: str) -> KubeletNode:
         return next(n for n in self.nodes if n.host.name == name)
@@ -154,3 +155,37 @@ def install_overlayd(cp, manifest: str, names: list[str], log, wait: float = 300
 
 def build_images(log) -> dict:
     return images.all_images(log)
+
+
+# -- the lab's hooks (overlayd.lab.cluster calls these for Lab(kubelet=True)) ----------------------
+
+def up(lab, nodes: int, wait: float = 300) -> KubeletNodes:
+    """After the lab's underlay and control plane: the nodes, the scheduler, overlayd's manifest."""
+    from .control_plane import MANIFEST
+    bins = ensure_binaries(lab.log)
+    imgs = build_images(lab.log)
+    kn = KubeletNodes(images={role: img.name for role, img in imgs.items()}, kubectl=os.path.join(bins, "kubectl"))
+    lab.kubelet_nodes = kn
+    lab.cleanup.push("kubelet nodes", kn.stop)
+    kn.scheduler = start_scheduler(lab.kube_api, lab.workdir, lab.switch, bins)
+    cidrs = tuple(lab.control_plane_settings().cluster_cidrs)
+    for i in range(1, nodes + 1):
+        node = lab.add_node(i, register=False)
+        kn.nodes.append(start_node(lab.kube_api, name=node.name, netns=node.netns, node_ip=node.underlay_ip,
+                                   workdir=node.workdir, lab=lab.name, cluster_cidrs=cidrs, bins=bins,
+                                   imgs=imgs, log=lab.log))
+        lab.save_state()
+    install_overlayd(lab.kube_api, MANIFEST, [n.host.name for n in kn.nodes], lab.log, wait)
+    return kn
+
+
+def status(kn: KubeletNodes) -> dict:
+    """The lab status's additions: `images` (test: the preloaded test image) and `kubelet`."""
+    return {"images": dict(kn.images),
+            "kubelet": {"kubectl": kn.kubectl,
+                        "scheduler_log": kn.scheduler.log if kn.scheduler else None,
+                        "nodes": [{"name": n.host.name, "netns": n.host.netns, "enter": n.host.enter(),
+                                   "cgroup_root": n.host.cgroup_root, "runtime_socket": n.runtime_socket,
+                                   "logs": {p.name.split()[0]: p.log for p in n.procs},
+                                   "running": {p.name.split()[0]: p.alive() for p in n.procs}}
+                                  for n in kn.nodes]}}
