@@ -8,6 +8,7 @@ namespace into a node. Its state is plain data (KubeletNodes) saved in the lab's
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import time
@@ -95,11 +96,18 @@ def kubeconfig_for(cp, name: str, common_name: str, orgs=(), *, directory: str) 
                             cert=crt, key=key, user=common_name)
 
 
-def start_node(cp, *, name: str, netns: str, node_ip: str, workdir: str, lab: str, cluster_cidrs: tuple,
-               bins: str, imgs: dict, log: Callable[[str], None]) -> KubeletNode:
+def node_kubeconfigs(cp, name: str, workdir: str) -> tuple[str, str]:
+    """kubelet's (system:node:<name>, group system:nodes) and kube-proxy's kubeconfigs. Issued one
+    node after the other: openssl keeps the CA's serial number in one file."""
+    return (kubeconfig_for(cp, f"kubelet-{name}", f"system:node:{name}", ["system:nodes"], directory=workdir),
+            kubeconfig_for(cp, f"kube-proxy-{name}", "system:kube-proxy", directory=workdir))
+
+
+def start_node(node: KubeletNode, cp, *, cluster_cidrs: tuple, bins: str, imgs: dict,
+               log: Callable[[str], None]) -> KubeletNode:
     """Turn a node network namespace into a Kubernetes node (on failure: the caller stops it)."""
-    host = node_host.NodeHost(name, netns, workdir, cgroup_root=f"/{node_host.CGROUP_BASE}/{lab}/{name}")
-    node = KubeletNode(host=host, node_ip=node_ip, runtime_socket="")
+    host, name, workdir = node.host, node.host.name, node.host.workdir
+    kcfg, pcfg = os.path.join(workdir, f"kubelet-{name}.kubeconfig"), os.path.join(workdir, f"kube-proxy-{name}.kubeconfig")
     node_host.start(host)
     s = containerd.settings_for(host, imgs["pause"].name)
     node.runtime_socket = s.socket
@@ -107,11 +115,9 @@ def start_node(cp, *, name: str, netns: str, node_ip: str, workdir: str, lab: st
     for img in imgs.values():
         containerd.import_image(host, s, img.archive)
     log(f"node {name}: containerd {s.socket}, images {', '.join(i.name for i in imgs.values())}")
-    kcfg = kubeconfig_for(cp, f"kubelet-{name}", f"system:node:{name}", ["system:nodes"], directory=workdir)
     node.procs.append(kubelet.start(kubelet.KubeletSettings(
-        node_name=name, node_ip=node_ip, kubeconfig=kcfg, ca_cert=cp.pki.ca_cert, runtime_socket=s.socket,
+        node_name=name, node_ip=node.node_ip, kubeconfig=kcfg, ca_cert=cp.pki.ca_cert, runtime_socket=s.socket,
         cgroup_root=host.cgroup_root, binary=os.path.join(bins, "kubelet")), host))
-    pcfg = kubeconfig_for(cp, f"kube-proxy-{name}", "system:kube-proxy", directory=workdir)
     node.procs.append(kube_proxy.start_proxy(kube_proxy.KubeProxySettings(
         node_name=name, kubeconfig=pcfg, cluster_cidrs=tuple(cluster_cidrs),
         binary=os.path.join(bins, "kube-proxy")), host))
@@ -170,11 +176,18 @@ def up(lab, nodes: int, wait: float = 300) -> KubeletNodes:
     kn.scheduler = start_scheduler(lab.kube_api, lab.workdir, lab.switch, bins)
     cidrs = tuple(lab.control_plane_settings().cluster_cidrs)
     for i in range(1, nodes + 1):
-        node = lab.add_node(i, register=False)
-        kn.nodes.append(start_node(lab.kube_api, name=node.name, netns=node.netns, node_ip=node.underlay_ip,
-                                   workdir=node.workdir, lab=lab.name, cluster_cidrs=cidrs, bins=bins,
-                                   imgs=imgs, log=lab.log))
-        lab.save_state()
+        net = lab.add_node(i, register=False)
+        node_kubeconfigs(lab.kube_api, net.name, net.workdir)
+        kn.nodes.append(KubeletNode(host=node_host.NodeHost(net.name, net.netns, net.workdir,
+                                                            cgroup_root=f"/{node_host.CGROUP_BASE}/{lab.name}/{net.name}"),
+                                    node_ip=net.underlay_ip, runtime_socket=""))
+    lab.save_state()          # from here on `lab down` in another process finds every node
+    # The nodes start side by side: most of the time goes to importing the overlayd image.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(kn.nodes)) as pool:
+        for f in [pool.submit(start_node, n, lab.kube_api, cluster_cidrs=cidrs, bins=bins, imgs=imgs, log=lab.log)
+                  for n in kn.nodes]:
+            f.result()
+    lab.save_state()
     install_overlayd(lab.kube_api, MANIFEST, [n.host.name for n in kn.nodes], lab.log, wait)
     return kn
 
