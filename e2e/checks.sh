@@ -7,12 +7,13 @@
 #   k ARGS...               kubectl for the cluster
 #   node_exec NODE CMD...   runs CMD on NODE's host (its filesystem and network namespace)
 #   nodes=(...)             the node names (3 or more)
-#   test_image              an image with sh, ip, ping, sleep, httpd, wget (busybox)
+#   test_image              an image with sh, ip, ping, sleep, httpd, nc (busybox)
 #   test_pull_policy        imagePullPolicy for it (IfNotPresent, or Never for a preloaded image)
 #   namespace               where the DaemonSet runs (kube-overlayd)
 #   test_namespace          a namespace the checks create for their pods
 #   timeout                 seconds for each wait
 # It counts with pass/fail (checks, failures) and prints the brief's own checks verbatim.
+# HTTP is fetched with nc, not wget: Debian 12's busybox-static wget segfaults (exit 139) on any URL.
 
 checks=${checks:-0}
 failures=${failures:-0}
@@ -21,6 +22,11 @@ pass() { checks=$((checks + 1)); printf 'PASS  %s\n' "$*"; }
 fail() { checks=$((checks + 1)); failures=$((failures + 1)); printf 'FAIL  %s\n' "$*"; }
 # The command as a user would type it, then its output.
 show() { printf '$ %s\n' "$*"; }
+# The body's last line of http://IP:PORT/ fetched from inside POD (namespace test_namespace).
+http_get() {
+    local pod=$1 ip=$2 port=$3
+    k -n "$test_namespace" exec "$pod" -- sh -c "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $ip $port | tail -n 1" 2>/dev/null || true
+}
 
 # What each node holds: podCIDR, FLANNEL_SUBNET from subnet.env, and the VTEP MAC annotation.
 node_state() {
@@ -152,7 +158,7 @@ check_pairs() {
             else
                 fail "$label: $from -> $to ($ip): ping"
             fi
-            answer=$(k -n "$test_namespace" exec "$from" -- wget -q -T 5 -O - "http://$ip:8080/" 2>/dev/null || true)
+            answer=$(http_get "$from" "$ip" 8080)
             if [[ $answer == "$to" ]]; then
                 pass "$label: $from -> $to ($ip): TCP 8080 answered \"$answer\""
             else
@@ -179,11 +185,11 @@ EOT
     cip=$(k -n "$test_namespace" get service backend -o jsonpath='{.spec.clusterIP}')
     answer=""
     for _ in $(seq 1 "$timeout"); do
-        answer=$(k -n "$test_namespace" exec "$client" -- wget -q -T 3 -O - "http://$cip/" 2>/dev/null || true)
+        answer=$(http_get "$client" "$cip" 80)
         [[ $answer == "$backend" ]] && break
         sleep 1
     done
-    show "kubectl exec $client -- wget -q -O - http://$cip/    # Service backend -> $backend"
+    show "kubectl exec $client -- sh -c \"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $cip 80\"    # Service backend -> $backend"
     echo "$answer"
     if [[ $answer == "$backend" ]]; then
         pass "$client -> Service backend ($cip:80) answered by $backend on another node"

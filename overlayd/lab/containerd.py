@@ -59,7 +59,7 @@ disabled_plugins = [{disabled}]
   stream_server_port = "0"
   enable_selinux = false
   disable_apparmor = true
-  restrict_oom_score_adj = false
+  restrict_oom_score_adj = true
   max_container_log_line_size = 16384
 
 [{cri}.containerd]

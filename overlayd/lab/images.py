@@ -35,7 +35,7 @@ OVERLAYD = "docker.io/library/overlayd:0.1.0"
 BUSYBOX = "/bin/busybox"
 SHELL_TOOLS = ("dash", "cp", "mv", "rm", "chmod", "mkdir", "cat", "ls", "env", "sleep")
 # Bump when runtime_entries() or the archive format changes what the overlayd image holds.
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 # What image/assemble.sh copies from the source tree: a change here means a new overlayd image.
 SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "subnet_lease", "overlayd", "cni_plugin", "image")
 
@@ -236,6 +236,11 @@ def assembled_root(src: str, log=lambda m: None) -> str:
         tmp = tempfile.mkdtemp(dir=IMAGE_CACHE, prefix=".assembling-")
         try:
             assemble(tmp, log)
+            # The Dockerfile's pip compiles .pyc files; assemble.sh here ran with PIP_NO_COMPILE.
+            # Without them the daemon spends minutes of its CPU limit importing its libraries.
+            log("compiling the venv's .pyc files")
+            _run([os.path.join(tmp, "opt/overlayd/venv/bin/python"), "-m", "compileall", "-q", "-j", "0",
+                  os.path.join(tmp, "opt/overlayd/venv/lib")], timeout=900)
             os.rename(tmp, root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -3,8 +3,9 @@
 An archive is what `ctr images import` reads: a tar holding `oci-layout`, `index.json` and
 `blobs/sha256/<digest>`, one image of one uncompressed layer. The layer is made from plain
 data: a list of Entry values (a file copied from this machine, bytes, a directory or a
-symlink). Everything is written with mtime 0 and uid/gid 0, so the same entries always give
-the same digests; `ctr` then finds the image already present and imports nothing twice.
+symlink). Everything is written with uid/gid 0 and mtime 0, except a file copied from this
+machine, which keeps its mtime (a .pyc names its source's mtime), so the same entries give the
+same digests; `ctr` then finds the image already present and imports nothing twice.
 
 The image's name travels as the `io.containerd.image.name` annotation of the manifest in
 index.json (what containerd's importer reads) and as `org.opencontainers.image.ref.name`.
@@ -83,8 +84,10 @@ def layer_tar(entries: Iterable[Entry]) -> bytes:
                 tar.addfile(_info(e.path, tarfile.REGTYPE, e.mode or 0o644, len(e.data)), io.BytesIO(e.data))
             elif e.source is not None:
                 st = os.stat(e.source)
+                ti = _info(e.path, tarfile.REGTYPE, e.mode or stat.S_IMODE(st.st_mode), st.st_size)
+                ti.mtime = int(st.st_mtime)      # Python's .pyc files name their source's mtime
                 with open(e.source, "rb") as f:
-                    tar.addfile(_info(e.path, tarfile.REGTYPE, e.mode or stat.S_IMODE(st.st_mode), st.st_size), f)
+                    tar.addfile(ti, f)
             else:
                 tar.addfile(_info(e.path, tarfile.DIRTYPE, e.mode or 0o755))
     return buf.getvalue()
