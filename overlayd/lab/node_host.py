@@ -97,7 +97,10 @@ def cgroup_hierarchies() -> list[str]:
 def make_cgroup_root(path: str) -> None:
     for h in cgroup_hierarchies():
         d = h + path
-        os.makedirs(d, exist_ok=True)
+        try:
+            os.makedirs(d, exist_ok=True)
+        except FileNotFoundError:        # another lab removed the empty shared base just then
+            os.makedirs(d, exist_ok=True)
         if os.path.basename(h) == "cpuset":
             # A new cpuset starts empty: no task may join it until cpus and mems are set.
             parts = path.strip("/").split("/")
@@ -148,12 +151,13 @@ def remove_cgroup_root(path: str, wait: float = 10) -> list[str]:
                 pass
             except OSError:
                 left.append(root)
-    # the per-lab parent, if it is empty now
+    # the per-lab parent and the shared base, if they are empty now (another lab's are not)
     for h in cgroup_hierarchies():
-        try:
-            os.rmdir(os.path.dirname(h + path))
-        except OSError:
-            pass
+        for parent in (os.path.dirname(h + path), os.path.dirname(os.path.dirname(h + path))):
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
     return left
 
 
