@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 BASE_PYTHON ?= /usr/bin/python3
 DEB_PACKAGES := etcd-server etcd-client containernetworking-plugins iproute2 nftables iptables \
 	iputils-ping iperf3 python3-venv shellcheck procps openssl util-linux binutils gcc libc6-dev \
+	containerd runc busybox-static jq \
 	clang libclang-rt-14-dev prometheus socat
 PYTEST_ARGS ?=
 # Test modules run in this many worker processes (pytest-xdist, a module's tests stay together):
@@ -84,6 +85,11 @@ netpol-long: deps
 .PHONY: soak
 soak: deps
 	nice -n 5 $(PY) -m overlayd.lab.chaos_report --soak-minutes $${SOAK_MINUTES:-30}
+
+# Real nodes on this machine: kubelet + containerd per node, overlayd from the manifest, the
+# checks e2e/kind/run.sh runs too (docs/real-node.md). Not part of `make test` (a reduced run is).
+cluster-e2e: deps
+	bash e2e/lab/run.sh
 
 # Needs Docker and kind; not run by `make test` (static checks of it are).
 kind-e2e: deps

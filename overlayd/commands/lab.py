@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--kube", action="store_true",
                        help="kube mode: a real kube-apiserver and kube-controller-manager instead of etcd, a Node with "
                             "spec.podCIDR per node, overlayd --kube-subnet-mgr")
+        p.add_argument("--kubelet", action="store_true",
+                       help="real nodes: kubelet, containerd and kube-proxy per node, kube-scheduler, and "
+                            "overlayd installed with kubectl apply -f manifests/overlayd.yaml (implies --kube; "
+                            "see docs/real-node.md)")
         p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                        help="extra overlayd flag for every node, e.g. --daemon-arg=--ip-masq")
         p.add_argument("--prometheus", action="store_true",
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action in ("up", "demo"):
             # Policies, pods and namespaces come from the API: --network-policy implies --kube.
             daemon_args = tuple(args.daemon_arg) + (("--network-policy",) if args.network_policy else ())
-            lab = Lab(args.name, log=_say, daemon_args=daemon_args, dual_stack=args.dual_stack,
+            lab = Lab(args.name, log=_say, daemon_args=daemon_args, dual_stack=args.dual_stack, kubelet=args.kubelet,
                       kube=args.kube or args.network_policy, prometheus=args.prometheus)
             if args.action == "demo" and args.network_policy:
                 args.pods_per_node = 0          # the policy demo makes its own pods (web, frontend, other)
@@ -119,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
                 if status.get("prometheus"):
                     print(f"  Prometheus API: curl --unix-socket {status['prometheus']['socket']} "
                           "http://prometheus/api/v1/query?query=up")
+                if status.get("kubelet"):
+                    _print_kubelet_nodes(status)
+                    return 0
                 for n in status["nodes"]:
                     print(f"  {n['name']}  {n['netns']}  underlay {n['underlay_ip']}  subnet {n['subnet']}  "
                           f"overlayd {'running' if n['daemon_alive'] else 'NOT RUNNING'} (pid {n['daemon_pid']})")
@@ -148,6 +155,14 @@ def run(args: argparse.Namespace) -> int:
         _say("interrupted; everything the lab made was removed")
         return 130
     return 2
+
+
+def _print_kubelet_nodes(status: dict) -> None:
+    """`lab status` of a --kubelet lab: what runs on each node, and how to get onto it."""
+    print(f"  test image: {status['images']['test']} (imagePullPolicy: Never)")
+    for n in status["kubelet"]["nodes"]:
+        running = ", ".join(f"{k} {'running' if v else 'NOT RUNNING'}" for k, v in n["running"].items())
+        print(f"  {n['name']}  {n['netns']}  {running}  (a shell on it: {' '.join(n['enter'])} sh)")
 
 
 def _demo(lab) -> int:

@@ -36,6 +36,7 @@ from cni_plugin.launcher import write as write_launcher
 
 from ..subnet_file import read_subnet_file as read_env
 from . import control_plane as cplane
+from . import kubelet_node
 from . import flanneld
 from . import kube_bins
 from .cleanup import Cleanup
@@ -138,13 +139,20 @@ class Lab:
     def __init__(self, name: Optional[str] = None, *, net_conf: Optional[dict] = None,
                  log: Callable[[str], None] = lambda msg: None, daemon_args: tuple = (),
                  dual_stack: bool = False, kube: bool = False, flanneld_nodes: tuple = (),
-                 prometheus: bool = False, control_plane_options: Optional[dict] = None):
+                 prometheus: bool = False, control_plane_options: Optional[dict] = None,
+                 kubelet: bool = False):
         self.name = name or f"ovl{unique_token()}"
         self.want_prometheus = prometheus
         self.dual_stack = dual_stack
-        self.kube = kube
+        # kubelet: real nodes (overlayd.lab.kubelet_node): kubelet + containerd per node, overlayd
+        # from manifests/overlayd.yaml; implies kube, and the node lifecycle controller runs.
+        self.kubelet = kubelet
+        self.kube = kube or kubelet
+        self.kubelet_nodes: Optional[kubelet_node.KubeletNodes] = None
         # Extra ControlPlaneSettings fields (e.g. apiserver_args, node_lifecycle), as plain data.
         self.control_plane_options = dict(control_plane_options or {})
+        if kubelet:
+            self.control_plane_options.setdefault("node_lifecycle", True)
         self.sa_namespace, self.sa_name = "", ""
         self.net_conf = net_conf or (DUAL_STACK_NET_CONF if dual_stack else DEFAULT_NET_CONF)
         self.log = log
@@ -165,6 +173,10 @@ class Lab:
             raise LabError(f"--nodes {nodes}: choose 1 to 200")
         try:
             self._make_underlay()
+            if self.kubelet:
+                kubelet_node.up(self, nodes)
+                self.save_state()
+                return self
             for i in range(1, nodes + 1):
                 self.add_node(i)
             for node in self.nodes:
@@ -296,7 +308,7 @@ class Lab:
         self.log(f"node {node.name}: spec.podCIDRs {cidrs}")
         return self.api.patch_node(node.name, {"spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs}})
 
-    def add_node(self, i: int, *, pod_cidr: bool = True) -> Node:
+    def add_node(self, i: int, *, pod_cidr: bool = True, register: bool = True) -> Node:
         """A node namespace on the underlay; in kube mode also its Node object, registered as a
         kubelet does, and (unless pod_cidr=False) the podCIDR the controller-manager gives it."""
         node = Node(name=f"n{i}", netns=f"{self.name}-n{i}", underlay_ip=str(UNDERLAY.network_address + i),
@@ -308,7 +320,8 @@ class Lab:
             json.dump(node.conflist(), f, indent=1)
         self._plug(node, i)
         self.nodes.append(node)
-        self._add_node_object(node, i, pod_cidr)
+        if register:                  # register=False: the node's kubelet registers it (--kubelet)
+            self._add_node_object(node, i, pod_cidr)
         return node
 
     def _plug(self, node: Node, i: int) -> None:
@@ -556,6 +569,7 @@ class Lab:
                        "daemon_pid": n.pid, "daemon_alive": self.daemon_alive(n),
                        "log": n.log_file} for n in self.nodes],
             "pods": [{**dataclasses.asdict(p), "ips": [a for a in (p.ip, p.ip6) if a]} for p in self.pods],
+            **(kubelet_node.status(self.kubelet_nodes) if self.kubelet_nodes else {}),
         }
 
     # -- state, for `lab up` then `lab check`/`lab down` in other processes --------------------
@@ -571,7 +585,8 @@ class Lab:
                  "service_account": [self.sa_namespace, self.sa_name],
                  "prometheus": dataclasses.asdict(self.prometheus) if self.prometheus else None,
                  "nodes": [dataclasses.asdict(n) for n in self.nodes],
-                 "pods": [dataclasses.asdict(p) for p in self.pods]}
+                 "pods": [dataclasses.asdict(p) for p in self.pods],
+                 "kubelet": self.kubelet_nodes.to_dict() if self.kubelet_nodes else None}
         path = os.path.join(STATE_DIR, f"{self.name}.json")
         with open(path + ".tmp", "w") as f:
             json.dump(state, f, indent=1)
@@ -592,7 +607,10 @@ class Lab:
         except FileNotFoundError:
             raise LabError(f"no lab named {name!r} (known: {', '.join(names) or 'none'})") from None
         lab = cls(state["name"], net_conf=state["net_conf"], log=log, daemon_args=state.get("daemon_args", ()),
-                  dual_stack=state.get("dual_stack", False), kube=state.get("kube", False))
+                  dual_stack=state.get("dual_stack", False), kube=state.get("kube", False),
+                  kubelet=bool(state.get("kubelet")))
+        if state.get("kubelet"):
+            lab.kubelet_nodes = kubelet_node.KubeletNodes.from_dict(state["kubelet"])
         lab.workdir = state["workdir"]
         e = state.get("etcd")
         if e:
@@ -620,6 +638,8 @@ class Lab:
             if node.pid is not None:
                 self._stop_pid(node.pid)
                 node.pid = None
+        if self.kubelet_nodes is not None:     # before the namespaces go: kubelets, containers, mounts
+            self.kubelet_nodes.stop()
         failed = self.cleanup.run()
         if self.kube_api is not None:          # also when loaded from the state file
             self.kube_api.stop()
