@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 3
 FUZZ_SECONDS ?= 300
 
-.PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol netpol-long flannel-bins bench-flannel kube-bins
+.PHONY: deps deb venv test test-frontend fuzz demo bench clean kind-e2e netpol netpol-long flannel-bins bench-flannel kube-bins node-bins cluster-e2e
 
 deps: deb venv
 
@@ -47,7 +47,7 @@ bench-flannel: deps flannel-bins
 # Without flanneld (no Go, no module proxy) the run goes on and tests/flannel skip, saying why.
 # The CNI tests drive an ASan+UBSan build of the native front end; a 60 s fuzz pass follows
 # (FUZZ_PASS_SECONDS=0 skips it). See docs/development.md.
-test: deps kube-bins
+test: deps kube-bins node-bins
 	@$(MAKE) --no-print-directory flannel-bins || echo "*** flanneld did not build: tests/flannel will SKIP (see the error above) ***" >&2
 	bash fuzz/check.sh $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
@@ -65,6 +65,10 @@ fuzz: deps
 kube-bins:
 	@tools/etcd/build.sh
 	@tools/kube/build.sh
+
+# kubelet, kube-scheduler, kube-proxy for `lab up --kubelet` (same module and release; cold ~12 min here).
+node-bins:
+	@nice -n 10 tools/kube/build.sh kubelet kube-scheduler kube-proxy
 
 demo: deps
 	$(VENV)/bin/overlayd lab demo --nodes 3 --pods-per-node 2
@@ -88,7 +92,7 @@ soak: deps
 
 # Real nodes on this machine: kubelet + containerd per node, overlayd from the manifest, the
 # checks e2e/kind/run.sh runs too (docs/real-node.md). Not part of `make test` (a reduced run is).
-cluster-e2e: deps
+cluster-e2e: deps kube-bins node-bins
 	bash e2e/lab/run.sh
 
 # Needs Docker and kind; not run by `make test` (static checks of it are).
