@@ -18,15 +18,12 @@ directory, so the nodes share this machine's filesystem without sharing state.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import ipaddress
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Callable, Optional
@@ -35,105 +32,17 @@ from cni_plugin.invoke import run_plugin
 from cni_plugin.launcher import write as write_launcher
 
 from ..subnet_file import read_subnet_file as read_env
+from . import checks, kube_nodes, kubelet_node, state
 from . import control_plane as cplane
-from . import kubelet_node
 from . import flanneld
-from . import kube_bins
 from .cleanup import Cleanup
 from .etcd import EtcdServer, start_etcd
 from .kube_client import HttpsApiClient
-from .netns import LabError, add_netns, add_veth, delete_netns, ip, netns_exists, run, sysctl, unique_token
-
-# Where `lab up` leaves the state that `lab status/check/down` read. OVERLAYD_LAB_STATE_DIR moves it
-# (several checkouts running labs side by side each keep their own "the only lab").
-STATE_DIR = os.environ.get("OVERLAYD_LAB_STATE_DIR", "/run/overlayd-lab")
-UNDERLAY = ipaddress.ip_network("192.0.2.0/24")
-SWITCH_IP = "192.0.2.254"
-UNDERLAY6 = ipaddress.ip_network("2001:db8:1::/64")
-SWITCH_IP6 = "2001:db8:1::fe"
-DEFAULT_NET_CONF = {"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}
-DUAL_STACK_NET_CONF = {"Network": "10.244.0.0/16", "EnableIPv6": True, "IPv6Network": "fd10:244::/56",
-                       "Backend": {"Type": "vxlan"}}
-ETCD_PREFIX = "/coreos.com/network"
-KUBE_API_PORT = 6443
-HEALTHZ_PORT = 8471           # every node's /healthz, /readyz, /metrics (as in the manifests), inside its netns
-# The reference plugins a node's CNI bin dir holds beside `overlay` (the DaemonSet installs the same four).
-REFERENCE_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
-REFERENCE_PLUGIN_DIR = "/usr/lib/cni"
-
-
-def bin_dir() -> str:
-    """Where `overlayd` and the `overlay` CNI plugin are installed (beside this interpreter)."""
-    return os.path.dirname(os.path.abspath(sys.executable))
-
-
-@dataclasses.dataclass
-class Pod:
-    name: str
-    node: str
-    netns: str
-    container_id: str
-    ip: Optional[str] = None
-    ip6: Optional[str] = None
-    # Pods made by `lab pod add` (overlayd.lab.pods): a Kubernetes namespace, labels, containerPorts
-    # and the pod agent serving them; the lab's own pods (n1p1, ...) have no namespace.
-    namespace: Optional[str] = None
-    labels: dict = dataclasses.field(default_factory=dict)
-    ports: list = dataclasses.field(default_factory=list)
-    agent_pid: Optional[int] = None
-    agent_socket: Optional[str] = None
-
-
-@dataclasses.dataclass
-class Node:
-    name: str
-    netns: str
-    underlay_ip: str
-    workdir: str
-    underlay_ip6: Optional[str] = None
-    pid: Optional[int] = None
-    extra_args: list = dataclasses.field(default_factory=list)
-    daemon: str = "overlayd"       # or "flanneld" (overlayd.lab.flanneld): set_daemon() switches in place
-    kubeconfig: Optional[str] = None      # kube mode: the node's ServiceAccount kubeconfig
-
-    @property
-    def subnet_file(self) -> str:
-        return os.path.join(self.workdir, "subnet.env")
-
-    @property
-    def cni_data_dir(self) -> str:
-        return os.path.join(self.workdir, "cni")
-
-    @property
-    def cni_socket(self) -> str:
-        return os.path.join(self.workdir, "cni.sock")
-
-    @property
-    def log_file(self) -> str:
-        return os.path.join(self.workdir, f"{self.daemon}.log")
-
-    @property
-    def net_conf_file(self) -> str:
-        """net-conf.json in kube mode (the DaemonSet mounts it from the ConfigMap)."""
-        return os.path.join(self.workdir, "net-conf.json")
-
-    @property
-    def cni_conf_dir(self) -> str:
-        """The node's /etc/cni/net.d: 10-overlay.conflist, as install-cni writes it on a real node."""
-        return os.path.join(self.workdir, "net.d")
-
-    def conflist(self, network_name: str = "overlay-lab") -> dict:
-        plugin = {k: v for k, v in self.netconf(network_name).items() if k not in ("cniVersion", "name")}
-        return {"cniVersion": "1.0.0", "name": network_name,
-                "plugins": [plugin, {"type": "portmap", "capabilities": {"portMappings": True}}]}
-
-    def netconf(self, network_name: str = "overlay-lab") -> dict:
-        return {"cniVersion": "1.0.0", "name": network_name, "type": "overlay",
-                "subnetFile": self.subnet_file, "dataDir": self.cni_data_dir,
-                "cniSocket": self.cni_socket,
-                "ipam": {"dataDir": os.path.join(self.workdir, "ipam")},
-                "delegate": {"hairpinMode": True, "isDefaultGateway": True}}
-
+from .layout import (DEFAULT_NET_CONF, DUAL_STACK_NET_CONF, ETCD_PREFIX, HEALTHZ_PORT, KUBE_API_PORT,  # noqa: F401
+                     REFERENCE_PLUGIN_DIR, REFERENCE_PLUGINS, STATE_DIR, SWITCH_IP, SWITCH_IP6, UNDERLAY,
+                     UNDERLAY6, Node, Pod, _index, bin_dir, list_labs, tail)
+from .state import Detached as _Detached
+from .netns import LabError, add_netns, add_veth, delete_netns, ip, netns_exists, sysctl, unique_token
 
 class Lab:
     def __init__(self, name: Optional[str] = None, *, net_conf: Optional[dict] = None,
@@ -223,51 +132,18 @@ class Lab:
         self.log(f"etcd {self.etcd.endpoint} (in {self.switch})")
         self.etcd.etcdctl("put", f"{ETCD_PREFIX}/config", json.dumps(self.net_conf))
 
+    # -- kube mode (overlayd.lab.kube_nodes) -----------------------------------------------------
     def control_plane_settings(self) -> cplane.ControlPlaneSettings:
-        conf = self.net_conf
-        cidrs, v4, v6 = [], None, None
-        if conf.get("EnableIPv4", True) and conf.get("Network"):
-            net = ipaddress.ip_network(conf["Network"])
-            cidrs.append(str(net))
-            v4 = conf.get("SubnetLen") or (24 if net.prefixlen <= 22 else net.prefixlen + 2)
-        if conf.get("EnableIPv6") and conf.get("IPv6Network"):
-            cidrs.append(conf["IPv6Network"])
-            v6 = conf.get("IPv6SubnetLen") or 64
-        return cplane.ControlPlaneSettings(workdir=self.workdir, netns=self.switch, host=SWITCH_IP,
-                                           cluster_cidrs=tuple(cidrs), node_mask_v4=v4, node_mask_v6=v6,
-                                           port=KUBE_API_PORT, **self.control_plane_options)
+        return kube_nodes.control_plane_settings(self)
 
     def _start_control_plane(self) -> cplane.ControlPlane:
-        settings = self.control_plane_settings()
-        etcd = start_etcd(self.cleanup, host=SWITCH_IP, netns=self.switch, port=settings.etcd_port,
-                          binary=kube_bins.etcd_binary(log=self.log))
-        self.log(f"etcd {etcd.endpoint} for kube-apiserver (in {self.switch})")
-        cp = cplane.start(settings, log=self.log)
-        self.cleanup.push("control plane", cp.stop)
-        # etcd is the control plane's too: `lab down` from another process stops it by its record.
-        cp.procs.insert(0, cplane.procs.record("etcd", etcd.proc.pid, etcd.log_path))
-        cp.etcd_data_dir = etcd.data_dir
-        self.kube_api = cp
-        cplane.apply_rbac(cp, settings.manifest)
-        self.sa_namespace, self.sa_name = cplane.service_account(settings.manifest)
-        self.log(f"applied {settings.manifest}'s RBAC; nodes run as "
-                 f"system:serviceaccount:{self.sa_namespace}:{self.sa_name}")
-        self.log(f"kubectl --kubeconfig {cp.kubeconfig} get nodes")
-        return cp
+        return kube_nodes.start_control_plane(self)
 
-    # -- kube mode: what kube-controller-manager and kubectl do ----------------------------------
-    def pod_cidrs_for(self, i: int) -> list[str]:
-        """The podCIDRs --allocate-node-cidrs would give node i: the i-th subnet of each Network."""
-        cidrs = []
-        conf = self.net_conf
-        if conf.get("EnableIPv4", True) and conf.get("Network"):
-            net = ipaddress.ip_network(conf["Network"])
-            length = conf.get("SubnetLen") or (24 if net.prefixlen <= 22 else net.prefixlen + 2)
-            cidrs.append(str(_nth_subnet(net, length, i)))
-        if conf.get("EnableIPv6") and conf.get("IPv6Network"):
-            net6 = ipaddress.ip_network(conf["IPv6Network"])
-            cidrs.append(str(_nth_subnet(net6, conf.get("IPv6SubnetLen") or 64, i)))
-        return cidrs
+    def wait_pod_cidrs(self, node: Node, wait: float = 60) -> list[str]:
+        return kube_nodes.wait_pod_cidrs(self, node, wait)
+
+    def _add_node_object(self, node: Node, i: int, pod_cidr: bool) -> None:
+        kube_nodes.add_node_object(self, node, pod_cidr)
 
     @property
     def api(self) -> HttpsApiClient:
@@ -289,24 +165,6 @@ class Lab:
     def start_controller_manager(self) -> None:
         cplane.start_controller_manager(self.kube_api, self.control_plane_settings())
         self.save_state()
-
-    def wait_pod_cidrs(self, node: Node, wait: float = 60) -> list[str]:
-        """The podCIDRs the controller-manager's node IPAM gave the node."""
-        deadline = time.monotonic() + wait
-        while True:
-            cidrs = self.api.node(node.name).get("spec", {}).get("podCIDRs") or []
-            if cidrs:
-                return cidrs
-            if time.monotonic() > deadline:
-                raise LabError(f"Node {node.name} got no podCIDR within {wait:.0f}s; "
-                               f"kube-controller-manager's log:\n{tail(os.path.join(self.workdir, 'kube-controller-manager.log'))}")
-            time.sleep(0.1)
-
-    def set_pod_cidrs(self, node: Node, cidrs: Optional[list[str]] = None) -> dict:
-        """Give a node its podCIDR(s), as the controller-manager's node IPAM does (default: its own)."""
-        cidrs = cidrs or self.pod_cidrs_for(_index(node))
-        self.log(f"node {node.name}: spec.podCIDRs {cidrs}")
-        return self.api.patch_node(node.name, {"spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs}})
 
     def add_node(self, i: int, *, pod_cidr: bool = True, register: bool = True) -> Node:
         """A node namespace on the underlay; in kube mode also its Node object, registered as a
@@ -349,17 +207,6 @@ class Lab:
                 raise LabError(f"the switch's end of {node.name}'s old veth is still there after 10 s")
             time.sleep(0.05)
         self._plug(node, i)
-
-    def _add_node_object(self, node: Node, i: int, pod_cidr: bool) -> None:
-        if self.kube:
-            with open(node.net_conf_file, "w") as f:
-                json.dump(self.net_conf, f)
-            self.api.create_node(registered_node(node))
-            cidrs = self.wait_pod_cidrs(node) if pod_cidr else []
-            self.log(f"node {node.name}: Node object, spec.podCIDRs {cidrs or 'none yet'}")
-            node.kubeconfig = cplane.write_kubeconfig(
-                os.path.join(node.workdir, "kubeconfig"), self.kube_api.url, self.kube_api.pki.ca_cert,
-                token=cplane.token(self.kube_api, self.sa_namespace, self.sa_name), user=self.sa_name)
 
     def restart_etcd(self, down_for: float = 0.0) -> None:
         """Stop etcd and start it again on the same address and data (an etcd hiccup)."""
@@ -507,52 +354,21 @@ class Lab:
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
-    # -- checks ---------------------------------------------------------------------------------
+    # -- checks (overlayd.lab.checks) ------------------------------------------------------------
     def subnets(self) -> dict[str, str]:
         return {n.name: read_env(n.subnet_file).get("FLANNEL_SUBNET", "") for n in self.nodes}
 
     def routes_converged(self) -> bool:
-        """Every node has a route to every other node's subnet."""
-        subnets = {n.name: str(ipaddress.ip_interface(s).network) for n, s in
-                   ((n, read_env(n.subnet_file).get("FLANNEL_SUBNET")) for n in self.nodes) if s}
-        if len(subnets) != len(self.nodes):
-            return False
-        for node in self.nodes:
-            routes = ip("route", "show", netns=node.netns).stdout
-            for other, subnet in subnets.items():
-                if other != node.name and f"{subnet} " not in routes:
-                    return False
-        return True
+        return checks.routes_converged(self)
 
     def wait_converged(self, wait: float = 30) -> bool:
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if self.routes_converged():
-                return True
-            time.sleep(0.2)
-        return False
+        return checks.wait_converged(self, wait)
 
     def ping(self, src: Pod, dst_ip: str, count: int = 1, timeout: float = 2) -> bool:
-        proc = run(["ping", "-c", str(count), "-W", str(int(timeout)), "-q", dst_ip], netns=src.netns, check=False)
-        return proc.returncode == 0
+        return checks.ping(src, dst_ip, count, timeout)
 
     def check(self, *, wait: float = 30, retries: int = 3) -> dict:
-        """The pod-by-pod matrix: every ordered pair of pods, one ICMP echo (retried)."""
-        converged = self.wait_converged(wait)
-        pairs = [(s, d) for s in self.pods for d in self.pods if s is not d]
-
-        def probe(pair):
-            src, dst = pair
-            for _ in range(retries):
-                if self.ping(src, dst.ip):
-                    return True
-            return False
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(probe, pairs))
-        rows = [{"src": s.name, "dst": d.name, "src_ip": s.ip, "dst_ip": d.ip,
-                 "cross_node": s.node != d.node, "ok": ok} for (s, d), ok in zip(pairs, results)]
-        return {"lab": self.name, "converged": converged, "ok": all(results), "pairs": rows}
+        return checks.check(self, wait=wait, retries=retries)
 
     def status(self) -> dict:
         return {
@@ -572,59 +388,13 @@ class Lab:
             **(kubelet_node.status(self.kubelet_nodes) if self.kubelet_nodes else {}),
         }
 
-    # -- state, for `lab up` then `lab check`/`lab down` in other processes --------------------
+    # -- state, for `lab up` then `lab check`/`lab down` in other processes (overlayd.lab.state) --
     def save_state(self) -> None:
-        os.makedirs(STATE_DIR, exist_ok=True)
-        state = {"name": self.name, "workdir": self.workdir, "net_conf": self.net_conf,
-                 "dual_stack": self.dual_stack, "kube": self.kube,
-                 "daemon_args": self.daemon_args,
-                 "etcd": {"host": self.etcd.host, "port": self.etcd.port, "peer_port": self.etcd.peer_port,
-                          "data_dir": self.etcd.data_dir, "pid": self.etcd.proc.pid} if self.etcd else None,
-                 "kube_api": self.kube_api.to_dict() if self.kube_api else None,
-                 "control_plane_options": self.control_plane_options,
-                 "service_account": [self.sa_namespace, self.sa_name],
-                 "prometheus": dataclasses.asdict(self.prometheus) if self.prometheus else None,
-                 "nodes": [dataclasses.asdict(n) for n in self.nodes],
-                 "pods": [dataclasses.asdict(p) for p in self.pods],
-                 "kubelet": self.kubelet_nodes.to_dict() if self.kubelet_nodes else None}
-        path = os.path.join(STATE_DIR, f"{self.name}.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(state, f, indent=1)
-        os.rename(path + ".tmp", path)
+        state.save(self)
 
     @classmethod
     def load(cls, name: Optional[str] = None, log: Callable[[str], None] = lambda m: None) -> "Lab":
-        names = list_labs()
-        if name is None:
-            if len(names) != 1:
-                raise LabError("no lab is up (start one with `overlayd lab up`)" if not names else
-                               f"several labs are up ({', '.join(names)}): pass --name")
-            name = names[0]
-        path = os.path.join(STATE_DIR, f"{name}.json")
-        try:
-            with open(path) as f:
-                state = json.load(f)
-        except FileNotFoundError:
-            raise LabError(f"no lab named {name!r} (known: {', '.join(names) or 'none'})") from None
-        lab = cls(state["name"], net_conf=state["net_conf"], log=log, daemon_args=state.get("daemon_args", ()),
-                  dual_stack=state.get("dual_stack", False), kube=state.get("kube", False),
-                  kubelet=bool(state.get("kubelet")))
-        if state.get("kubelet"):
-            lab.kubelet_nodes = kubelet_node.KubeletNodes.from_dict(state["kubelet"])
-        lab.workdir = state["workdir"]
-        e = state.get("etcd")
-        if e:
-            lab.etcd = EtcdServer(e["host"], e["port"], e["peer_port"], e["data_dir"], _Detached(e["pid"]), lab.switch)
-        if state.get("kube_api"):
-            lab.kube_api = cplane.ControlPlane.from_dict(state["kube_api"])
-        lab.control_plane_options = state.get("control_plane_options") or {}
-        lab.sa_namespace, lab.sa_name = state.get("service_account") or ("", "")
-        if state.get("prometheus"):
-            from .prometheus import PrometheusServer
-            lab.prometheus = PrometheusServer(**state["prometheus"])
-        lab.nodes = [Node(**n) for n in state["nodes"]]
-        lab.pods = [Pod(**p) for p in state["pods"]]
-        return lab
+        return state.load(cls, name, log)
 
     def down(self) -> list[str]:
         """Remove everything: daemons (SIGTERM), namespaces, etcd, files. Safe to call twice."""
@@ -662,72 +432,3 @@ class Lab:
         return failed
 
 
-class _Detached:
-    """Stands in for the Popen of an etcd started by another `overlayd lab` process."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-
-    def poll(self):
-        return None if os.path.exists(f"/proc/{self.pid}") else 0
-
-    def terminate(self):
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-
-    def kill(self):
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def wait(self, timeout: float = 10):
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
-            time.sleep(0.05)
-        return 0
-
-
-def registered_node(node: Node) -> dict:
-    """A Node as a kubelet registers it: its name, hostname label and InternalIP(s)."""
-    addresses = [{"type": "InternalIP", "address": node.underlay_ip}]
-    if node.underlay_ip6:
-        addresses.append({"type": "InternalIP", "address": node.underlay_ip6})
-    addresses.append({"type": "Hostname", "address": node.name})
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name,
-                                                       "kubernetes.io/os": "linux"}},
-            "status": {"addresses": addresses}}
-
-
-def _index(node: Node) -> int:
-    """Node nI -> I (the lab names nodes n1, n2, ...)."""
-    return int(node.name.lstrip("n"))
-
-
-def _nth_subnet(network, length: int, i: int):
-    if length < network.prefixlen:
-        raise LabError(f"subnet length /{length} is shorter than Network {network}")
-    count = 1 << (length - network.prefixlen)
-    if not 0 <= i < count:
-        raise LabError(f"Network {network} has no subnet number {i} of length /{length} (it has {count})")
-    return ipaddress.ip_network((int(network.network_address) + (i << (network.max_prefixlen - length)), length))
-
-
-def list_labs() -> list[str]:
-    try:
-        return sorted(f[:-5] for f in os.listdir(STATE_DIR) if f.endswith(".json"))
-    except FileNotFoundError:
-        return []
-
-
-def tail(path: str, lines: int = 30) -> str:
-    try:
-        with open(path) as f:
-            return "".join(f.readlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"

@@ -37,7 +37,9 @@ SHELL_TOOLS = ("dash", "cp", "mv", "rm", "chmod", "mkdir", "cat", "ls", "env", "
 # Bump when runtime_entries() or the archive format changes what the overlayd image holds.
 BUILDER_VERSION = 4
 # What image/assemble.sh copies from the source tree: a change here means a new overlayd image.
-SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "subnet_lease", "overlayd", "cni_plugin", "image")
+# README.md is copied too (setup.cfg's long_description) but left out of the key: prose changes
+# nothing the image runs, and a rebuild costs minutes.
+SOURCES = ("setup.cfg", "pyproject.toml", "subnet_lease", "overlayd", "cni_plugin", "image")
 
 PAUSE_C = r"""
 /* The pod sandbox's process: sleeps until told to stop, reaps orphans (it is PID 1). */
