@@ -6,6 +6,8 @@ Layout (render.py writes it, docs/network-policy.md explains it):
     ct state established,related accept          conntrack first: replies of allowed connections
     ICMPv6 neighbour discovery accept
     saddr in @node4/@node6 accept                 the node's own addresses (kubelet probes)
+    to/from this node's pod CIDRs: a new TCP connection that does not start with a SYN -> drop
+                                                  (no mid-stream pickup of a connection the cut deleted)
     saddr or daddr in this node's pod CIDRs but not in @known4/@known6 -> drop
                                                   fail closed: a local address whose pod the engine
                                                   has not compiled yet gets nothing
@@ -281,6 +283,13 @@ def compile_model(cluster: Cluster, node: NodeInfo) -> NftModel:
                "ip saddr @node4 accept", "ip6 saddr @node6 accept"]
     for v in (4, 6):
         f = FAMILY[v]
+        # A TCP connection to or from a pod must start with a SYN. Without this, conntrack's loose
+        # pickup re-creates a connection the conntrack cut just deleted from its next mid-stream
+        # packet, from whichever side sends first (a delayed ACK of the allowed side): the denied
+        # side's packets would then pass as that new entry's replies.
+        for end in ("saddr", "daddr"):
+            forward.append(f"{f} {end} @podnet{v} tcp flags & (fin | syn | rst | ack) != syn ct state new "
+                           f"counter name \"drop_midstream\" drop")
         forward += [f"{f} saddr @podnet{v} {f} saddr != @known{v} counter name \"drop_unknown_pod\" drop",
                     f"{f} daddr @podnet{v} {f} daddr != @known{v} counter name \"drop_unknown_pod\" drop"]
     forward += ["ip saddr vmap @eg4", "ip6 saddr vmap @eg6", "ip daddr vmap @in4", "ip6 daddr vmap @in6"]
@@ -290,6 +299,7 @@ def compile_model(cluster: Cluster, node: NodeInfo) -> NftModel:
              for name, elems in maps.items()}
     counters = dict(b.counters)
     counters["drop_unknown_pod"] = ("", "")
+    counters["drop_midstream"] = ("", "")
     n_elems = sum(len(s.elements) for s in sets.values()) + sum(len(m.elements) for m in nmaps.values())
     stats = Stats(len(active), len(selected), len(local), n_elems)
     return NftModel(sets, nmaps, chains, tuple(sorted(counters)), node.log_group, stats, counters)
