@@ -34,6 +34,9 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     g.add_argument("--subnet-lease-ttl", type=int, default=86400, metavar="SECONDS",
                    help="TTL of the node's etcd lease (default: %(default)s = 24 h)")
+    g.add_argument("--subnet-quarantine", type=int, default=3600, metavar="SECONDS",
+                   help="after a node's lease expires, hand its subnet to no other node for this "
+                        "long, so a node cut off from etcd keeps it; 0: off (default: %(default)s)")
     k = parser.add_argument_group("lease store (Kubernetes)")
     k.add_argument("--kube-subnet-mgr", action="store_true",
                    help="take the subnet from Node.spec.podCIDR instead of etcd")
@@ -75,6 +78,7 @@ def etcd_settings(args: argparse.Namespace) -> EtcdSettings:
         username=args.etcd_username or None,
         password=args.etcd_password or None,
         lease_ttl=args.subnet_lease_ttl,
+        quarantine=args.subnet_quarantine,
         renew_margin=margin * 60.0,
     )
 

@@ -31,6 +31,10 @@ class AcquireContended(BackendUnavailable):
     """Other nodes kept winning the race for the chosen subnet; retrying later will help."""
 
 
+class SubnetsQuarantined(BackendUnavailable):
+    """The only free subnets are held for owners whose leases just expired; they free up later."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LeaseHealth:
     """What the daemon exports as metrics and readiness."""

@@ -14,9 +14,10 @@ import random
 import time
 from typing import Optional
 
-from .allocator import choose_subnet, is_own, overlaps
-from .backend import AcquireContended
+from .allocator import PoolExhausted, choose_subnet, is_own, overlaps
+from .backend import AcquireContended, SubnetsQuarantined
 from .config import NetConfig
+from .etcd_quarantine import Quarantine
 from .etcd_reads import LeaseReads
 from .lease import Lease, LeaseFormatError, lease_from_json
 
@@ -29,6 +30,7 @@ class Acquirer:
         self.reads = reads
         self.settings = settings
         self.rng = rng
+        self.quarantine = Quarantine(conn, self, settings)
 
     # ---- etcd leases ----------------------------------------------------------------------
     def keepalive(self, lease_id: int) -> int:
@@ -36,8 +38,9 @@ class Acquirer:
         responses = self.conn.call("lease keep-alive", lambda c: list(c.refresh_lease(lease_id)))
         return responses[0].TTL if responses else 0
 
-    def grant(self) -> tuple[int, int]:
-        grant = self.conn.call("lease grant", lambda c: c.lease(self.settings.lease_ttl))
+    def grant(self, ttl: Optional[int] = None) -> tuple[int, int]:
+        ttl = ttl or self.settings.lease_ttl
+        grant = self.conn.call("lease grant", lambda c: c.lease(ttl))
         return grant.id, grant.ttl
 
     def revoke(self, lease_id: int) -> None:
@@ -77,11 +80,21 @@ class Acquirer:
         for attempt in range(s.acquire_attempts):
             read = (self.reads.take_handed("acquire") if attempt == 0 else None) or self.reads.read_all()
             leases, raw, unparsed, _ = read
-            choice = choose_subnet(config, list(leases.values()) + unparsed, template.public_ip,
-                                   public_ipv6=template.public_ipv6,
-                                   previous_subnet=previous_subnet,
-                                   previous_ipv6_subnet=previous_ipv6_subnet,
-                                   own_lease_id=reuse_lease_id, rng=self.rng)
+
+            def choose(blockers=()):
+                return choose_subnet(config, list(leases.values()) + unparsed + list(blockers),
+                                     template.public_ip, public_ipv6=template.public_ipv6,
+                                     previous_subnet=previous_subnet,
+                                     previous_ipv6_subnet=previous_ipv6_subnet,
+                                     own_lease_id=reuse_lease_id, rng=self.rng)
+            choice = choose()
+            holds = {}
+            if choice.existing is None and self.quarantine.enabled:
+                # A new key: not on a subnet held for an owner whose lease expired (etcd_quarantine).
+                holds = self.quarantine.read_all()
+                blockers = [h.as_blocker() for h in holds.values() if not h.is_of(template)]
+                if blockers:
+                    choice = self._choose_around(choose, blockers)
             new = dataclasses.replace(template, subnet=choice.subnet, ipv6_subnet=choice.ipv6_subnet,
                                       lease_id=None, ttl=None)
             key = s.subnets_prefix + new.key
@@ -98,6 +111,13 @@ class Acquirer:
                 tx = lambda c, kv=kv: c.transactions.mod(key) == kv.mod_revision  # noqa: E731
             else:
                 tx = lambda c: c.transactions.create(key) == 0  # noqa: E731
+            compare = [tx]
+            if choice.existing is None and self.quarantine.enabled:
+                qkey, hold = self.quarantine.key_for(new), holds.get(new.key)
+                if hold is None:      # nobody may have started holding it meanwhile
+                    compare.append(lambda c, qkey=qkey: c.transactions.create(qkey) == 0)
+                else:                 # our own hold (others' were avoided): unchanged since read
+                    compare.append(lambda c, qkey=qkey, rev=hold.mod_revision: c.transactions.mod(qkey) == rev)
             if lease_id is None and reuse_lease_id:
                 left = self.keepalive(reuse_lease_id)
                 if left > 0:
@@ -107,7 +127,7 @@ class Acquirer:
                 granted.append(lease_id)
             value = new.to_json()
             ok, _ = self.conn.call("transaction", lambda c: c.transaction(
-                compare=[tx(c)], success=[c.transactions.put(key, value, lease=lease_id or None)],
+                compare=[t(c) for t in compare], success=[c.transactions.put(key, value, lease=lease_id or None)],
                 failure=[]))
             if ok and choice.existing is None and self._younger_overlap(key, new):
                 ok = False
@@ -128,6 +148,23 @@ class Acquirer:
                                f"nodes kept taking the chosen one (last: {last_conflict}); retrying "
                                f"later; if this persists, is something writing {s.subnets_prefix} "
                                f"in a loop?")
+
+    @staticmethod
+    def _choose_around(choose, blockers):
+        """The choice with quarantined subnets taken; only they fill the pool: retryable."""
+        try:
+            return choose(blockers)
+        except PoolExhausted as err:
+            try:
+                choose()
+            except PoolExhausted:
+                raise err from None
+            held = ", ".join(sorted(str(b.subnet or b.ipv6_subnet) for b in blockers)[:5])
+            raise SubnetsQuarantined(
+                f"{err}: {len(blockers)} of them only because their owners' leases expired within "
+                f"--subnet-quarantine ({held}{', ...' if len(blockers) > 5 else ''}); they are "
+                f"handed out once that runs out (or delete their keys under the quarantine prefix "
+                f"if those nodes are gone for good); retrying") from None
 
     def _drop_stale_own(self, leases: dict, raw: dict, new: Lease, template: Lease) -> list[str]:
         """Our older keys that the config no longer allows (flannel deletes them too); -> their keys."""

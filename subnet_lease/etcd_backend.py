@@ -2,6 +2,7 @@
 
     <prefix>/config                     net-conf.json
     <prefix>/subnets/10.244.3.0-24      {"PublicIP":..,"BackendType":"vxlan","BackendData":{..}}
+    <prefix>/quarantine/10.244.3.0-24   {"PublicIP":..}  a hold outliving the lease (etcd_quarantine)
 
 A node's key is attached to one etcd lease (TTL 24 h by default) whose ID stays stable; keys
 without an etcd lease are reservations. This module is the LeaseBackend; the parts live in
@@ -19,7 +20,7 @@ import time
 from typing import Callable, Iterator, Optional
 
 from .allocator import find_own
-from .backend import LeaseError, LeaseHealth
+from .backend import BackendUnavailable, LeaseError, LeaseHealth
 from .config import ConfigError, NetConfig, parse_net_config
 from .etcd_acquire import Acquirer
 from .etcd_client import (DEFAULT_ENDPOINTS, EtcdConnection, EtcdSettings, parse_endpoint,  # noqa: F401
@@ -119,6 +120,10 @@ class EtcdLeaseBackend:
             k.on_change = on_change
             self.conn.last_error = None
         log.info("acquired %s (etcd lease %s)", lease.key, lease.lease_id or "none: reservation")
+        try:
+            self._acquirer.quarantine.keep(lease, template)
+        except BackendUnavailable as err:     # the keeper tries again at its next check
+            log.warning("could not hold %s in quarantine yet: %s", lease.key, err)
         k.start()
         return lease
 

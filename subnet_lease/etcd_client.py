@@ -43,6 +43,8 @@ class EtcdSettings:
     username: Optional[str] = None
     password: Optional[str] = None
     lease_ttl: int = 86400               # seconds; flannel's subnet lease TTL is 24 h
+    # seconds a subnet stays held for its owner after its lease expired (etcd_quarantine); 0: off
+    quarantine: int = 3600
     renew_margin: float = 3600.0         # seconds before expiry to renew (flanneld: 60 min)
     check_interval: float = 30.0         # also verify the own key this often (a watch wakes us sooner)
     rpc_timeout: float = 10.0
@@ -66,10 +68,17 @@ class EtcdSettings:
             raise ConfigError("--etcd-username and --etcd-password go together: give both or neither")
         if self.lease_ttl < 5:
             raise ConfigError(f"lease TTL {self.lease_ttl}s is too short: use at least 5 seconds")
+        if self.quarantine < 0:
+            raise ConfigError(f"--subnet-quarantine {self.quarantine} is negative: give seconds, "
+                              f"0 to turn the quarantine off")
 
     @property
     def subnets_prefix(self) -> str:
         return self.prefix.rstrip("/") + "/subnets/"
+
+    @property
+    def quarantine_prefix(self) -> str:
+        return self.prefix.rstrip("/") + "/quarantine/"
 
     @property
     def config_key(self) -> str:

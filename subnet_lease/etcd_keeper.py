@@ -145,6 +145,7 @@ class Keeper:
                     if self.own is own:
                         own.renewed_at, own.expires_at = now, now + left
                         self.renewals += 1
+                self.acquirer.quarantine.keep(own.lease, own.template)
             else:
                 log.warning("etcd lease %x of %s is gone (expired or revoked)", lease_id, own.lease.key)
                 lease_id = None
@@ -158,6 +159,8 @@ class Keeper:
             except LeaseFormatError:
                 intact = False
         if intact:
+            if self.acquirer.quarantine.needs_keeping(own.lease):
+                self.acquirer.quarantine.keep(own.lease, own.template)
             self.conn.last_error = None
             return
         log.warning("own lease %s vanished or changed in etcd; re-acquiring it", own.lease.key)
@@ -172,6 +175,7 @@ class Keeper:
             self.conn.last_error = None
             callback = self.on_change
         log.info("re-acquired %s (etcd lease %s)", lease.key, lease.lease_id)
+        self.acquirer.quarantine.keep(lease, own.template)
         if callback is not None and (lease.subnet, lease.ipv6_subnet) != (own.lease.subnet,
                                                                           own.lease.ipv6_subnet):
             callback(lease)

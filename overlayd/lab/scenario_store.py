@@ -85,13 +85,15 @@ def store_blackhole(*, seconds: float = 60.0, lease_ttl: Optional[int] = None, k
 def owner_cut_off_past_ttl(*, lease_ttl: int = 8, newcomer: bool = False, log=lambda m: None) -> dict:
     """Only n1 loses etcd (nftables drops its packets), longer than its lease TTL; etcd expires
     its lease while n1 lives. With `newcomer`, the pool (4 subnets) has its one spare reserved
-    and a fourth node joins during the partition: the only subnet it can get is n1's expired one
-    (the gap docs/chaos.md describes)."""
+    and a fourth node joins during the partition: the only subnet that looks free is n1's
+    expired one, which its quarantine key (--subnet-quarantine) keeps from the newcomer; the
+    newcomer waits, and once the partition is over and the spare is released, takes the spare."""
     net_conf = {"Network": "10.244.0.0/16", "SubnetMin": "10.244.1.0", "SubnetMax": "10.244.4.0",
                 "Backend": {"Type": "vxlan"}}
     lab = Lab(log=log, net_conf=net_conf, daemon_args=(f"--subnet-lease-ttl={lease_ttl}",))
     out = {"scenario": f"owner alone cut off {'+ newcomer ' if newcomer else ''}past TTL ({lease_ttl} s)"}
     hole = None
+    spare_keys = []
     try:
         lab.up(3, 1)
         if not lab.wait_converged(30):
@@ -110,21 +112,28 @@ def owner_cut_off_past_ttl(*, lease_ttl: int = 8, newcomer: bool = False, log=la
             free = [f"10.244.{i}.0/24" for i in range(1, 5) if f"10.244.{i}.0/24" not in probes.store_leases(lab)
                     and f"10.244.{i}.0/24" != own_net]
             for net in free:                           # reserve the spare: only n1's is left
-                lab.etcd.etcdctl("put", f"/coreos.com/network/subnets/{net.replace('/', '-')}",
+                spare_keys.append(f"/coreos.com/network/subnets/{net.replace('/', '-')}")
+                lab.etcd.etcdctl("put", spare_keys[-1],
                                  '{"PublicIP":"198.18.0.99","BackendType":"vxlan","BackendData":'
                                  '{"VNI":1,"VtepMAC":"02:00:00:00:00:99"}}')
             n4 = lab.add_node(4)
             lab.start_daemon(n4)
-            try:
-                lab.wait_for_subnet_file(n4, 20)
-            except Exception:
-                pass
+            # It retries (SubnetsQuarantined); give it time to be handed n1's subnet if it could be.
+            out["newcomer_waiting"] = bool(wait_for(
+                lambda: "quarantine" in open(n4.log_file).read(), 30))
             out["newcomer_subnet"] = lab.subnets().get("n4")
             out["newcomer_took_owners_subnet"] = out["newcomer_subnet"] == subnet0
         out["owner_kernel_kept"] = probes.kernel_entries(owner.netns) == kernel0
         out["owner_subnet_file_kept"] = lab.subnets()[owner.name] == subnet0
         out["partition_s"] = hole.stop()
         t_lift = time.monotonic()
+        if newcomer:
+            # n1 takes its subnet back; then the spare is released and the newcomer takes it.
+            wait_for(lambda: own_net in probes.store_leases(lab), 30)
+            for key in spare_keys:
+                lab.etcd.etcdctl("del", key)
+            lab.wait_for_subnet_file(n4, 60)
+            out["newcomer_subnet_after"] = lab.subnets().get("n4")
         ok = wait_for(lambda: not probes.kernel_vs_leases(lab) and lab.routes_converged(), 60)
         out["converge_s"] = time.monotonic() - t_lift if ok else None
         out["owner_subnet_after"] = lab.subnets()[owner.name]
@@ -137,7 +146,8 @@ def owner_cut_off_past_ttl(*, lease_ttl: int = 8, newcomer: bool = False, log=la
             hole.stop()
         out.setdefault("leaks", [])
         out["leaks"] = out["leaks"] + teardown(lab)
-    collision = out.get("newcomer_took_owners_subnet")
+    collision = out.get("newcomer_took_owners_subnet") or (
+        newcomer and out.get("newcomer_subnet_after") in (None, out.get("owner_subnet_after")))
     out["row"] = Row(out["scenario"], None, out.get("converge_s"),
                      out["leaks"] + (["newcomer handed the live owner's subnet"] if collision else []), None)
     return out

@@ -27,7 +27,8 @@ BACKGROUND = {
     "test_etcd_blackholed_past_lease_ttl": lambda: scenarios.store_blackhole(seconds=25, lease_ttl=8),
     "test_etcd_blackholed_past_lease_ttl_with_grace":
         lambda: scenarios.store_blackhole(seconds=25, lease_ttl=8, grace=15),
-    "test_owner_alone_cut_off_past_lease_ttl": lambda: scenarios.owner_cut_off_past_ttl(lease_ttl=8),
+    "test_owner_alone_cut_off_past_lease_ttl": lambda: scenarios.owner_cut_off_past_ttl(lease_ttl=8,
+                                                                                         newcomer=True),
     "test_kube_api_unreachable_60s": lambda: scenarios.store_blackhole(seconds=60, kube=True),
     "test_churn_soak": lambda: run_soak(SOAK_MINUTES),
 }

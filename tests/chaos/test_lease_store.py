@@ -61,7 +61,8 @@ def test_etcd_blackholed_past_lease_ttl_with_grace(background):
 def test_owner_alone_cut_off_past_lease_ttl(background):
     """Only the owner loses etcd, past its TTL: etcd expires its lease, the peers drop it (they
     cannot tell a cut-off node from a dead one), the owner keeps its subnet, subnet file and
-    datapath, and takes the same subnet back when etcd answers; then everybody converges."""
+    datapath, and takes the same subnet back when etcd answers; then everybody converges. A node
+    joining during the partition is not handed the owner's subnet (its quarantine key)."""
     r = background.result("test_owner_alone_cut_off_past_lease_ttl", 400)
     print(table([r["row"]]), {k: r.get(k) for k in ("expired_s", "peers_dropped_owner_s", "partition_s")})
     assert r["expired_s"] is not None, "etcd never expired the cut-off owner's lease"
@@ -69,6 +70,10 @@ def test_owner_alone_cut_off_past_lease_ttl(background):
     assert r["owner_kernel_kept"] and r["owner_subnet_file_kept"], "the owner gave up its subnet while cut off"
     assert r["owner_kept_subnet"], f"the owner came back with another subnet: {r['subnets_after']}"
     assert r["converge_s"] is not None, f"kernel != leases after the partition: {r['problems_after']}"
+    # A node joining meanwhile (the only subnet that looked free was the owner's) was not handed
+    # it: it waited, named the quarantine, and took the spare once that was released.
+    assert r["newcomer_waiting"] and not r["newcomer_subnet"], r.get("newcomer_subnet")
+    assert r["newcomer_subnet_after"] not in (None, r["owner_subnet_after"]), r["subnets_after"]
     assert r["leaks"] == [], r["leaks"]
 
 

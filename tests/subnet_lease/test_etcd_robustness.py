@@ -152,9 +152,13 @@ def test_a_failed_transaction_leaves_no_etcd_lease_behind(make, etcd_server, etc
         b.acquire(CONFIG, template(5, Padding="x" * 2_000_000))
     assert not isinstance(err.value, BackendUnavailable)
     assert lease_ids(etcd_server) - before == set()
-    # The node then starts normally, on exactly one lease.
+    # The node then starts normally, on exactly one lease for its subnet and one for its
+    # quarantine hold (subnet_lease/etcd_quarantine.py).
     lease = b.acquire(CONFIG, template(5))
-    assert lease_ids(etcd_server) - before == {lease.lease_id}
+    new = lease_ids(etcd_server) - before
+    assert lease.lease_id in new and len(new) == 2
+    held = etcd_server.etcdctl("get", f"{etcd_prefix}/quarantine/{lease.key}", "--print-value-only").stdout
+    assert json.loads(held) == {"PublicIP": "192.0.2.5"}
 
 
 def test_losing_every_race_is_retryable_and_leaks_no_lease(hooked, etcd_server, etcd_prefix):
