@@ -1,4 +1,5 @@
 """Issue 2 end to end: 3 namespaced nodes, a real etcd, real pods through the CNI plugin."""
+import base64
 import json
 import subprocess
 import sys
@@ -24,14 +25,17 @@ def test_etcd_holds_one_flannel_lease_per_node(make_lab):
     out = lab.etcd.etcdctl("get", "--prefix", "/coreos.com/network/subnets", "-w", "json").stdout
     kvs = json.loads(out)["kvs"]
     assert len(kvs) == 3
-    import base64
     values = [json.loads(base64.b64decode(kv["value"])) for kv in kvs]
     assert sorted(v["PublicIP"] for v in values) == ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
     for v in values:
         assert v["BackendType"] == "vxlan" and v["BackendData"]["VNI"] == 1
         assert len(v["BackendData"]["VtepMAC"].split(":")) == 6
     assert all(kv.get("lease") for kv in kvs)
-    assert lab.etcd.etcdctl("lease", "list").stdout.startswith("found 3 leases")
+    # One etcd lease per node for its subnet, one for its quarantine hold (docs/configuration.md).
+    assert lab.etcd.etcdctl("lease", "list").stdout.startswith("found 6 leases")
+    held = lab.etcd.etcdctl("get", "--prefix", "/coreos.com/network/quarantine/", "--keys-only").stdout.split()
+    assert sorted(k.rsplit("/", 1)[1] for k in held) == sorted(base64.b64decode(kv["key"]).decode().rsplit("/", 1)[1]
+                                                               for kv in kvs)
     # each node's subnet file names its own lease's subnet, flannel's variables
     for node in lab.nodes:
         env = dict(line.split("=", 1) for line in open(node.subnet_file).read().split())
