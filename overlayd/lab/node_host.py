@@ -27,6 +27,7 @@ import time
 from typing import Optional
 
 from .netns import LabError
+from .procs import start_time
 
 NODE_PATHS = ("/etc/cni/net.d", "/opt/cni/bin", "/var/lib/kubelet", "/run/flannel", "/var/lib/cni", "/run/netns",
               "/var/lib/containerd", "/run/containerd", "/var/log/pods", "/var/log/containers")
@@ -71,15 +72,7 @@ class NodeHost:
         return proc
 
     def alive(self) -> bool:
-        return bool(self.holder_pid) and _start_time(self.holder_pid) == self.holder_started
-
-
-def _start_time(pid: int) -> Optional[str]:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[19]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
+        return bool(self.holder_pid) and start_time(self.holder_pid) == self.holder_started
 
 
 def cgroup_hierarchies() -> list[str]:
@@ -184,7 +177,7 @@ def start(host: NodeHost, wait: float = 10) -> NodeHost:
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     host.holder_pid = proc.pid
-    host.holder_started = _start_time(proc.pid) or ""
+    host.holder_started = start_time(proc.pid) or ""
     deadline = time.monotonic() + wait
     while not os.path.exists(ready):
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 from .netns import LabError
 
 
-def _start_time(pid: int) -> Optional[str]:
+def start_time(pid: int) -> Optional[str]:
+    """Field 22 of /proc/<pid>/stat: tells a process from a later one that reuses its pid."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rpartition(")")[2].split()[19]
@@ -32,7 +33,7 @@ class Proc:
     log: str
 
     def alive(self) -> bool:
-        return _start_time(self.pid) == self.started
+        return start_time(self.pid) == self.started
 
     def signal(self, sig: int = signal.SIGTERM) -> bool:
         """Signal the process group, if it is still the process we started."""
@@ -80,7 +81,7 @@ def stop_all(processes: list, timeout: float = 10.0) -> None:
 
 def record(name: str, pid: int, log: str) -> Proc:
     """The record of a process started elsewhere (by pid), so it can be stopped the same way."""
-    return Proc(name, pid, _start_time(pid) or "", log)
+    return Proc(name, pid, start_time(pid) or "", log)
 
 
 def start(name: str, argv: Sequence[str], log: str, *, netns: Optional[str] = None,
@@ -92,7 +93,7 @@ def start(name: str, argv: Sequence[str], log: str, *, netns: Optional[str] = No
     with open(log, "a") as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              env=env, start_new_session=True)
-    started = _start_time(p.pid)
+    started = start_time(p.pid)
     if started is None:
         raise LabError(f"{name} exited at once; its log:\n{tail(log)}")
     return Proc(name, p.pid, started, log)

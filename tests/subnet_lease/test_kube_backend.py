@@ -18,7 +18,7 @@ import real_kube
 from overlayd.backend_flags import add_backend_arguments, make_backend
 from subnet_lease.backend import LeaseBackend
 from subnet_lease.config import ConfigError, parse_net_config
-from subnet_lease.kube_backend import KubeLeaseBackend, KubeSettings
+from subnet_lease.kube_backend import KubeLeaseBackend
 from subnet_lease.lease import Lease
 import watching
 from watching import wait_for
@@ -48,21 +48,8 @@ def emu(kube_control_plane):
 
 @pytest.fixture
 def make(emu, tmp_path):
-    conf = tmp_path / "net-conf.json"
-    conf.write_text('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}')
-    made = []
-
-    def make(**overrides) -> KubeLeaseBackend:
-        settings = dict(node_name="node-1", kubeconfig=emu.kubeconfig, net_config_path=str(conf),
-                        podcidr_poll_interval=0.2, watch_timeout=5, backoff_initial=0.05, backoff_max=0.5)
-        settings.update(overrides)
-        b = KubeLeaseBackend(KubeSettings(**settings))
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
+    with watching.kube_backends(tmp_path, kubeconfig=emu.kubeconfig) as make:
+        yield make
 
 
 def Collector(backend, revision):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 
 from kube_emulator import KubeEmulator
-from subnet_lease.kube_backend import KubeLeaseBackend, KubeSettings
 from test_kube_backend import CONFIG, Collector, peer_annotations, template
+import watching
 from watching import wait_for
 
 
@@ -27,21 +27,8 @@ def emu():
 
 @pytest.fixture
 def make(emu, tmp_path):
-    conf = tmp_path / "net-conf.json"
-    conf.write_text('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}')
-    made = []
-
-    def make(**overrides) -> KubeLeaseBackend:
-        settings = dict(node_name="node-1", api_url=emu.url, net_config_path=str(conf),
-                        podcidr_poll_interval=0.2, watch_timeout=5, backoff_initial=0.05, backoff_max=0.5)
-        settings.update(overrides)
-        b = KubeLeaseBackend(KubeSettings(**settings))
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.close()
+    with watching.kube_backends(tmp_path, api_url=emu.url) as make:
+        yield make
 
 
 def test_scripted_http_410_on_watch_and_api_outage_recover(emu, make):

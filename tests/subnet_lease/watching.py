@@ -1,4 +1,5 @@
 """Test helpers shared by the lease-layer tests: waiting for a condition, collecting a watch."""
+import contextlib
 import threading
 import time
 
@@ -39,3 +40,27 @@ class Collector:
         self.stop.set()
         self.thread.join(10)
         assert not self.thread.is_alive(), "watch did not return after stop was set"
+
+
+@contextlib.contextmanager
+def kube_backends(tmp_path, **connection):
+    """make(**KubeSettings overrides) -> a KubeLeaseBackend for node-1 on `connection` (kubeconfig=
+    or api_url=), with short timeouts and its own net-conf.json; all closed on exit."""
+    from subnet_lease.kube_backend import KubeLeaseBackend, KubeSettings
+    conf = tmp_path / "net-conf.json"
+    conf.write_text('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}')
+    made = []
+
+    def make(**overrides) -> KubeLeaseBackend:
+        settings = dict(node_name="node-1", net_config_path=str(conf), podcidr_poll_interval=0.2,
+                        watch_timeout=5, backoff_initial=0.05, backoff_max=0.5, **connection)
+        settings.update(overrides)
+        b = KubeLeaseBackend(KubeSettings(**settings))
+        made.append(b)
+        return b
+
+    try:
+        yield make
+    finally:
+        for b in made:
+            b.close()
