@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kubeconfig of the cluster (default $KUBECONFIG, else ~/.kube/config)")
     parser.add_argument("--namespace", default=plan.DEFAULT_NAMESPACE, help="namespace to create (default %(default)s)")
     parser.add_argument("--image", default=plan.DEFAULT_IMAGE,
-                        help="probe image with sh, httpd and wget (default %(default)s)")
+                        help="probe image with sh, httpd and nc (busybox has them) (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=180, metavar="SECONDS",
                         help="how long to wait for the probe pods to run (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="leave the namespace and its pods in place")

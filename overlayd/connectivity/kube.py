@@ -72,9 +72,13 @@ class Cluster:
     # -- probes ---------------------------------------------------------------------------------
     def exec_prober(self, ns: str, timeout: int = 3) -> Prober:
         from kubernetes.stream import stream
+        # An API client of its own: stream() swaps the client's request method for a websocket one
+        # while it runs, and with probes in parallel threads a swap could outlive its probe, so a
+        # later delete_namespace went out as a websocket handshake (seen on real nodes).
+        api = self._client.CoreV1Api(self._client.ApiClient(self.core.api_client.configuration))
 
         def probe(src: plan.Endpoint, ip: str, port: int) -> tuple[bool, str]:
-            resp = stream(self.core.connect_get_namespaced_pod_exec, src.name, ns,
+            resp = stream(api.connect_get_namespaced_pod_exec, src.name, ns,
                           command=plan.probe_command(ip, port, timeout), stdout=True, stderr=True,
                           stdin=False, tty=False, _preload_content=False)
             resp.run_forever(timeout=timeout + 10)

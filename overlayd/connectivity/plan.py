@@ -82,4 +82,9 @@ def checks(nodes: list[str]) -> list[Check]:
 
 
 def probe_command(target_ip: str, port: int, timeout: int = 3) -> list[str]:
-    return ["wget", "-q", "-T", str(timeout), "-O", "-", f"http://{target_ip}:{port}/"]
+    """An HTTP GET with busybox nc, not wget: Debian 12's static busybox wget segfaults
+    (docs/real-node.md), and nc is in every busybox. Success: a 200 answer."""
+    get = r"printf 'GET / HTTP/1.0\r\n\r\n'"
+    return ["sh", "-c", f"out=$({get} | nc -w {timeout} {target_ip} {port} 2>&1); case \"$out\" in "
+                        f"*' 200 '*) echo ok ;; *) echo \"no HTTP 200 from {target_ip}:{port}: "
+                        f"${{out:-no answer within {timeout} s}}\"; exit 1 ;; esac"]

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -89,3 +90,21 @@ def test_pods_get_overlay_addresses_and_ping_across_nodes(cluster):
     assert f"inet {ips['n1']}/" in ip_a and "eth0" in ip_a
     ping = cluster.kubectl("exec", "net-n1", "--", "ping", "-c", "1", ips["n2"], check=False)
     assert ping.returncode == 0 and "1 packets received" in ping.stdout, ping.stdout + ping.stderr
+
+
+def test_connectivity_test_passes_on_real_nodes(cluster):
+    """`overlayd connectivity-test` (issue 12) on real nodes: its probe pods and host pods run
+    under kubelet, every pod reaches every other pod, the Service (kube-proxy) and is reached from
+    every node; the namespace is deleted afterwards."""
+    image = cluster.status()["images"]["test"]
+    overlayd = os.path.join(os.path.dirname(sys.executable), "overlayd")
+    proc = subprocess.run([overlayd, "connectivity-test", f"--kubeconfig={cluster.kube_api.kubeconfig}",
+                           f"--image={image}", "--json"], capture_output=True, text=True, timeout=400)
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] and doc["by_kind"] == {"pod-to-pod": {"ok": 2, "total": 2},
+                                            "pod-to-service": {"ok": 2, "total": 2},
+                                            "node-to-pod": {"ok": 4, "total": 4}}, doc
+    gone = cluster.kubectl("get", "namespace", "overlayd-connectivity-test", "-o", "json", check=False)
+    assert gone.returncode != 0 or json.loads(gone.stdout)["status"]["phase"] == "Terminating"
