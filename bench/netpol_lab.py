@@ -90,20 +90,36 @@ def event_to_enforced(lab, srv, cli) -> dict:
                 "not_enforced": sum(1 for x in v if x == float("inf"))} for k, v in out.items()}
 
 
-def _iperf(lab, srv, cli, seconds: int = 3) -> float:
-    server = subprocess.Popen(["ip", "netns", "exec", srv.netns, "iperf3", "-s", "-1", "-p", "5201"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
+def _iperf(lab, srv, cli, seconds: int = 3, attempts: int = 5) -> float:
+    """Gbit/s received, cross-node. A one-off server per attempt (`-1` exits after any test, a
+    failed one too), so a retry never dials a server that is gone; an answer without
+    `sum_received` (iperf3 3.12 reports some errors with exit 0) counts as a failed attempt."""
+    last = ""
+    for _ in range(attempts):
+        server = subprocess.Popen(["ip", "netns", "exec", srv.netns, "iperf3", "-s", "-1", "-p", "5201"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            for _ in range(50):              # until the server listens
+                if ":5201 " in subprocess.run(["ip", "netns", "exec", srv.netns, "ss", "-Htln"],
+                                              capture_output=True, text=True).stdout:
+                    break
+                time.sleep(0.05)
             out = subprocess.run(["ip", "netns", "exec", cli.netns, "iperf3", "-c", srv.ip, "-p", "5201", "-t",
                                   str(seconds), "-J"], capture_output=True, text=True)
-            if out.returncode == 0:
-                return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-            time.sleep(0.1)
-        raise RuntimeError(f"iperf3 failed: {out.stdout[-500:]} {out.stderr[-500:]}")
-    finally:
-        server.kill()
-        server.wait()
+            try:
+                doc = json.loads(out.stdout)
+            except ValueError:
+                doc = {}
+            received = doc.get("end", {}).get("sum_received", {}).get("bits_per_second")
+            if out.returncode == 0 and received:
+                return received / 1e9
+            last = f"exit {out.returncode}: {doc.get('error') or out.stderr.strip()[-300:] or out.stdout[-300:]}"
+        finally:
+            server.kill()
+            server_out = server.communicate()[0]
+        last += f"; server: {server_out.strip()[-300:]}"
+        print(f"(c) iperf3 attempt failed ({last}); again", flush=True)
+    raise RuntimeError(f"iperf3 failed {attempts} times; last: {last}")
 
 
 def _conn_rate(cli, srv) -> float:
