@@ -27,6 +27,7 @@ NP = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
 ROUNDS = int(os.environ.get("NETPOL_BENCH_ROUNDS", "10"))
 NEW_PODS = int(os.environ.get("NETPOL_BENCH_NEW_PODS", "5"))
 DEADLINE = 60.0
+RUNS = int(os.environ.get("NETPOL_BENCH_RUNS", "5"))      # (c): interleaved runs per mode
 
 
 def _policy(name: str, from_labels: dict) -> dict:
@@ -65,11 +66,17 @@ def event_to_enforced(lab, srv, cli) -> dict:
     target = [srv.ip, 80, "TCP"]
     out = {"label change": [], "policy update": [], "new pod": []}
     lab.api.request("POST", NP, _policy("srv-allow", {"access": "yes"}))
+    # The label change is the one merge PATCH (labpods.set_labels would GET first: that read is
+    # the harness's, not the change, and must not be on the clock).
+    labpods.set_labels(lab, NS, "cli", {"role": "client"})
+    pod_path = f"/api/v1/namespaces/{NS}/pods/cli"
+
+    def label(value):
+        return lambda: lab.api.request("PATCH", pod_path, {"metadata": {"labels": {"access": value}}},
+                                       "application/merge-patch+json")
     for _ in range(ROUNDS):
-        out["label change"].append(_timed(lab, cli, target, True,
-                                          lambda: labpods.set_labels(lab, NS, "cli", {"role": "client", "access": "yes"})))
-        out["label change"].append(_timed(lab, cli, target, False,
-                                          lambda: labpods.set_labels(lab, NS, "cli", {"role": "client"})))
+        out["label change"].append(_timed(lab, cli, target, True, label("yes")))
+        out["label change"].append(_timed(lab, cli, target, False, label(None)))
     for _ in range(ROUNDS):
         out["policy update"].append(_timed(lab, cli, target, True,
                                            lambda: lab.api.request("PUT", f"{NP}/srv-allow", _policy("srv-allow", {"role": "client"}))))
@@ -140,7 +147,22 @@ def _delete_policies(lab, wait: float = 180.0) -> None:
         time.sleep(0.5)
 
 
-def data_path(lab, srv, cli, runs: int = 3) -> dict:
+def _enforcing(lab, srv, count: int, wait: float = 300.0) -> None:
+    """Until the server's node enforces exactly `count` policies (overlayd_policy_policies). The
+    API's list being empty is not enough: a node still working through 1,000 deletions can, for
+    a moment, have deleted the one policy that allows the client while others still isolate the
+    server; a stream started then is cut (iperf3: "control socket has closed unexpectedly")."""
+    from overlayd.lab import probes
+    from overlayd.lab.layout import HEALTHZ_PORT
+    netns = next(n.netns for n in lab.nodes if n.name == srv.node)
+    deadline = time.monotonic() + wait
+    while probes.metrics(netns, HEALTHZ_PORT).get("overlayd_policy_policies") != count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{srv.node} never enforced {count} policies")
+        time.sleep(0.2)
+
+
+def data_path(lab, srv, cli, runs: int = RUNS) -> dict:
     labpods.set_labels(lab, NS, "cli", {"role": "client", "client": "id-999"})
     results = {"none": {"gbps": [], "conn_s": []}, "1000 policies": {"gbps": [], "conn_s": []}}
     for _ in range(runs):                       # interleaved, so drift of the shared machine hits both
@@ -152,6 +174,7 @@ def data_path(lab, srv, cli, runs: int = 3) -> dict:
                 if len(existing) < 1000:
                     for i in range(1000):
                         lab.api.request("POST", NP, _policy(f"np-{i}", {"client": f"id-{i}"}))
+            _enforcing(lab, srv, 0 if mode == "none" else 1000)
             labpods.agent_request(cli.agent_socket, {"op": "watch", "target": [srv.ip, 80, "TCP"], "want": True,
                                                     "deadline": 120}, timeout=130)
             results[mode]["gbps"].append(_iperf(lab, srv, cli))
