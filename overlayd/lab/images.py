@@ -2,7 +2,9 @@
 
     pause    localhost/overlayd-lab/pause:1      a static pause binary compiled here (gcc -static)
     test     localhost/overlayd-lab/test:1       Debian's busybox-static: sh, ip, ping, sleep, nc,
-                                                 httpd, wget, ... (every applet, linked in /bin)
+                                                 httpd, wget, ... (every applet, linked in /bin), and
+                                                 /bin/udp (UDP_C, compiled here: Debian's busybox
+                                                 nc has no -u, and no other applet serves UDP)
     overlayd docker.io/library/overlayd:0.1.0    (the name manifests/overlayd.yaml uses) /opt/overlayd
                                                  as image/assemble.sh makes it, plus the runtime the
                                                  Dockerfile's second stage installs (python3, iproute2,
@@ -58,6 +60,86 @@ int main(void) {
 """
 
 
+UDP_C = r"""
+/* udp: a UDP server and client for the test image (Debian's busybox nc cannot do UDP).
+ *   udp serve PORT TEXT       answer every datagram with TEXT (IPv4 and IPv6)
+ *   udp probe IP PORT SECS    send a datagram every 0.5 s until an answer comes: print it and
+ *                             exit 0; exit 1 when none came within SECS (or the port refused) */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int serve(int port, const char *text) {
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_ANY_INIT};
+    struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = INADDR_ANY};
+    int off = 0, s = socket(AF_INET6, SOCK_DGRAM, 0);
+    if (s >= 0) {
+        setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+        if (bind(s, (struct sockaddr *)&a6, sizeof a6) < 0) { close(s); s = -1; }
+    }
+    if (s < 0 && ((s = socket(AF_INET, SOCK_DGRAM, 0)) < 0 || bind(s, (struct sockaddr *)&a4, sizeof a4) < 0)) {
+        perror("udp serve");
+        return 2;
+    }
+    for (;;) {
+        char buf[512];
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof peer;
+        if (recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&peer, &len) >= 0)
+            sendto(s, text, strlen(text), 0, (struct sockaddr *)&peer, len);
+    }
+}
+
+static int probe(const char *ip, int port, int secs) {
+    struct sockaddr_storage sa = {0};
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&sa;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&sa;
+    socklen_t len;
+    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET, a4->sin_port = htons(port), len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6, a6->sin6_port = htons(port), len = sizeof *a6;
+    } else {
+        fprintf(stderr, "udp probe: not an address: %s\n", ip);
+        return 2;
+    }
+    int s = socket(sa.ss_family, SOCK_DGRAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&sa, len) < 0) {
+        perror("udp probe");
+        return 2;
+    }
+    for (int i = 0; i < secs * 2; i++) {
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        char buf[512];
+        send(s, "probe", 5, 0);
+        if (poll(&p, 1, 500) == 1) {
+            ssize_t n = recv(s, buf, sizeof buf - 1, 0);
+            if (n < 0)
+                return 1;                 /* refused: ICMP port unreachable */
+            buf[n] = 0;
+            printf("%s\n", buf);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "serve"))
+        return serve(atoi(argv[2]), argv[3]);
+    if (argc == 5 && !strcmp(argv[1], "probe"))
+        return probe(argv[2], atoi(argv[3]), atoi(argv[4]));
+    fprintf(stderr, "usage: udp serve PORT TEXT | udp probe IP PORT SECS\n");
+    return 2;
+}
+"""
+
+
 @dataclasses.dataclass(frozen=True)
 class Image:
     name: str
@@ -81,16 +163,22 @@ def _cached(key: str, build: Callable[[str], None]) -> str:
     return out
 
 
+def compile_static(source: str, name: str, directory: str) -> str:
+    """A C program compiled here (gcc -static): the path of the executable, in `directory`."""
+    src, exe = os.path.join(directory, f"{name}.c"), os.path.join(directory, name)
+    with open(src, "w") as f:
+        f.write(source)
+    _run(["gcc", "-static", "-Os", "-s", "-o", exe, src])
+    return exe
+
+
 def pause_image(log=lambda m: None) -> Image:
     key = "pause-" + hashlib.sha256(PAUSE_C.encode()).hexdigest()[:16]
 
     def build(out: str) -> None:
         log("building the pause image (gcc -static)")
         with tempfile.TemporaryDirectory() as tmp:
-            src, exe = os.path.join(tmp, "pause.c"), os.path.join(tmp, "pause")
-            with open(src, "w") as f:
-                f.write(PAUSE_C)
-            _run(["gcc", "-static", "-Os", "-s", "-o", exe, src])
+            exe = compile_static(PAUSE_C, "pause", tmp)
             write_archive(out, ImageConfig(PAUSE, entrypoint=("/pause",)), [Entry("/pause", source=exe, mode=0o755)])
     return Image(PAUSE, _cached(key, build))
 
@@ -107,13 +195,16 @@ def busybox_entries(applets: Iterable[str] | None = None, where: str = "/bin") -
 
 def test_image(log=lambda m: None) -> Image:
     version = _run([BUSYBOX, "--help"]).stdout.splitlines()[0] if os.path.exists(BUSYBOX) else ""
-    key = "test-" + hashlib.sha256(version.encode()).hexdigest()[:16]
+    key = "test-" + hashlib.sha256((version + UDP_C).encode()).hexdigest()[:16]
 
     def build(out: str) -> None:
-        log(f"building the test image ({version.strip()})")
-        entries = busybox_entries() + [Entry("/tmp", mode=0o1777), Entry("/etc/passwd", data=b"root:x:0:0:root:/:/bin/sh\n"),
-                                       Entry("/etc/group", data=b"root:x:0:\n")]
-        write_archive(out, ImageConfig(TEST, cmd=("sh",), env=("PATH=/bin",)), entries)
+        log(f"building the test image ({version.strip()}, and /bin/udp)")
+        with tempfile.TemporaryDirectory() as tmp:
+            udp = compile_static(UDP_C, "udp", tmp)
+            entries = busybox_entries() + [Entry("/bin/udp", source=udp, mode=0o755), Entry("/tmp", mode=0o1777),
+                                           Entry("/etc/passwd", data=b"root:x:0:0:root:/:/bin/sh\n"),
+                                           Entry("/etc/group", data=b"root:x:0:\n")]
+            write_archive(out, ImageConfig(TEST, cmd=("sh",), env=("PATH=/bin",)), entries)
     return Image(TEST, _cached(key, build))
 
 
