@@ -1,44 +1,30 @@
 """Drives the x/y/z × a/b/c model in a lab: pods through `overlayd.lab.pods` (what
 `overlayd lab pod add` does), policies and labels through the real API, and reachability through
-the pod agents' probes (real packets between the pods' network namespaces).
-
-Waiting is on the condition: a check probes the whole matrix, and probes again until the observed
-matrix equals the expected one or the deadline passes. A connection that succeeds is proof of
-"allowed"; a probe that times out may only be slow, so a denial is believed only when the whole
-matrix agrees in one round.
+the pod agents' probes (real packets between the pods' network namespaces). What is common with a
+real cluster's run (state, steps, waiting until the kernel agrees) is driver.ModelDriver.
 """
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import os
 import random
 import time
-from typing import Iterable, Optional
+from typing import Optional
 
 from overlayd.lab import pods as labpods
 
-from .model import NAMESPACES, POD_NAMES, State, container_ports, default_ns_labels, default_pod_labels, pod_keys, render, resolve
+from .driver import ModelDriver
+from .model import container_ports, default_pod_labels, node_for, pod_keys
 
 NP_PATH = "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies"
 
 
-def node_for(key: str, nodes: int) -> str:
-    """x/a, y/a, z/a on n1; x/b, ... on n2; x/c, ... on n3: same-node and cross-node pairs both."""
-    return f"n{POD_NAMES.index(key.split('/')[1]) % nodes + 1}"
-
-
-class ModelLab:
+class ModelLab(ModelDriver):
     def __init__(self, lab, *, timeout: float = 0.25, deadline: float = float(os.environ.get("NETPOL_DEADLINE", "90"))):
+        super().__init__(timeout=timeout, deadline=deadline)
         self.lab = lab
-        self.timeout = timeout
-        self.deadline = deadline
-        self.state = State()
-        self.ips: dict = {}
         self.sockets: dict = {}
-        self.nodes: dict = {}
         self.families = (4, 6) if lab.dual_stack else (4,)
-        self.rounds = 0
 
     # -- set-up ---------------------------------------------------------------------------------
     def deploy(self) -> "ModelLab":
@@ -57,9 +43,8 @@ class ModelLab:
     def api(self):
         return self.lab.api
 
-    # -- changes --------------------------------------------------------------------------------
-    def apply(self, policy: dict, family: int = 4) -> dict:
-        policy = resolve(policy, self.ips, family)
+    # -- writing to the API (driver.ModelDriver's hooks) ---------------------------------------------
+    def _write_policy(self, policy: dict) -> None:
         ns, name = policy["metadata"]["namespace"], policy["metadata"]["name"]
         path = NP_PATH.format(ns=ns)
         try:
@@ -68,49 +53,19 @@ class ModelLab:
             if getattr(err, "status", None) != 409:
                 raise
             self.api.request("PUT", f"{path}/{name}", policy)
-        self.state.policies[(ns, name)] = policy
-        return policy
 
-    def delete(self, ns: str, name: str) -> None:
+    def _delete_policy(self, ns: str, name: str) -> None:
         self.api.request("DELETE", f"{NP_PATH.format(ns=ns)}/{name}")
-        self.state.policies.pop((ns, name), None)
 
-    def delete_all(self) -> None:
-        for ns in NAMESPACES:
-            self.api.request("DELETE", NP_PATH.format(ns=ns))
-        self.state.policies.clear()
+    def _delete_policies(self, ns: str) -> None:
+        self.api.request("DELETE", NP_PATH.format(ns=ns))
 
-    def label_pod(self, key: str, labels: dict) -> None:
+    def _write_pod_labels(self, key: str, labels: dict) -> None:
         ns, name = key.split("/")
         labpods.set_labels(self.lab, ns, name, labels)
-        self.state.pod_labels[key] = dict(labels)
 
-    def label_namespace(self, ns: str, labels: dict) -> None:
+    def _write_ns_labels(self, ns: str, labels: dict) -> None:
         labpods.set_namespace_labels(self.lab, ns, labels)
-        self.state.ns_labels[ns] = dict(labels)
-
-    def run_step(self, step, family: int = 4) -> None:
-        if step.delete_all:
-            self.delete_all()
-        for ns, name in step.delete:
-            self.delete(ns, name)
-        for key, labels in step.pod_labels.items():
-            self.label_pod(key, labels)
-        for ns, labels in step.ns_labels.items():
-            self.label_namespace(ns, labels)
-        for p in step.apply:
-            self.apply(p, family)
-
-    def reset(self) -> None:
-        """Back to no policies and the default labels (only what differs is written)."""
-        if self.state.policies:
-            self.delete_all()
-        for key in pod_keys():
-            if self.state.pod_labels[key] != default_pod_labels(key):
-                self.label_pod(key, default_pod_labels(key))
-        for ns in NAMESPACES:
-            if self.state.ns_labels[ns] != default_ns_labels(ns):
-                self.label_namespace(ns, default_ns_labels(ns))
 
     # -- probing --------------------------------------------------------------------------------
     def _addr(self, key: str, family: int) -> str:
@@ -139,7 +94,6 @@ class ModelLab:
                     out[c][(src, dst)] = ok
         if sctp:
             self._probe_sctp(sctp, out, timeout)
-        self.rounds += 1
         return out
 
     def seen_sources(self, port: int = 80, proto: str = "TCP", family: int = 4) -> dict:
@@ -178,32 +132,3 @@ class ModelLab:
                 if tag in tags and tags[tag][2] == dst:
                     c, src, _ = tags[tag]
                     out[c][(src, dst)] = True
-
-    def expect(self, expected: dict, what: str = "") -> dict:
-        """expected: {(port, proto, family): {(src, dst): bool}}. Probe until equal; raise with the
-        tables if the deadline passes. Returns the last observation."""
-        deadline = time.monotonic() + self.deadline
-        timeout = self.timeout
-        while True:
-            observed = self.probe(list(expected), timeout)
-            if observed == expected:
-                return observed
-            if time.monotonic() > deadline:
-                raise AssertionError(self.explain(expected, observed, what))
-            timeout = min(timeout * 1.5, 2.0)
-
-    def explain(self, expected: dict, observed: dict, what: str) -> str:
-        parts = [f"{what}: the observed reachability differs after {self.deadline:.0f}s "
-                 f"(rows connect to columns; '.' allowed, 'X' denied, '!' differs from expected)"]
-        for c in expected:
-            if observed[c] != expected[c]:
-                wrong = [f"{s}->{d}" for (s, d), v in expected[c].items() if observed[c][(s, d)] != v]
-                parts.append(f"{c[0]}/{c[1]} IPv{c[2]} ({len(wrong)} cells: {', '.join(wrong[:12])})\n"
-                             f"expected:\n{render(expected[c], pod_keys())}\nobserved:\n"
-                             f"{render(observed[c], pod_keys(), expected[c])}")
-        parts.append("policies:\n" + "\n".join(f"  {k}: {v['spec']}" for k, v in self.state.policies.items()))
-        parts.append("nodes: " + ", ".join(f"{k}@{v}" for k, v in self.nodes.items()))
-        return "\n".join(parts)
-
-    def reference(self, checks: Iterable[tuple]) -> dict:
-        return {(port, proto, fam): self.state.expected(self.ips, port, proto, fam) for port, proto, fam in checks}

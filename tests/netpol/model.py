@@ -1,7 +1,8 @@
 """The upstream e2e model: namespaces x, y, z; pods a, b, c in each; servers on 80 and 81, TCP and
 UDP (SCTP declared too); a reachability matrix built the way upstream builds its expectations.
 
-Pure data; the lab harness (harness.py) turns it into API objects and probes.
+Pure data; the lab harness (harness.py) and the real cluster's run (e2e/netpol_cluster.py) turn it
+into API objects and probes (the common part: driver.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def pod_keys() -> list[str]:
 def container_ports() -> list[tuple]:
     """(name, port, protocol) as upstream names them: serve-80-tcp, ..."""
     return [(f"serve-{port}-{proto.lower()}", port, proto) for port in PORTS for proto in ("TCP", "UDP", "SCTP")]
+
+
+def node_for(key: str, nodes: int) -> str:
+    """x/a, y/a, z/a on n1; x/b, ... on n2; x/c, ... on n3: same-node and cross-node pairs both."""
+    return f"n{POD_NAMES.index(key.split('/')[1]) % nodes + 1}"
 
 
 def default_pod_labels(key: str) -> dict:

@@ -9,19 +9,10 @@ import pytest
 
 from overlayd.lab.netns import run
 
+from .driver import run_case
 from .upstream import CASES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netpol]
-
-
-def run_case(model, case, family: int = 4) -> None:
-    checks = sorted({(c.port, c.proto, family) for s in case.steps for c in s.checks})
-    model.reset()
-    model.expect({c: {k: True for k in model.reference([c])[c]} for c in checks}, f"{case.name}: before")
-    for i, step in enumerate(case.steps, 1):
-        model.run_step(step, family)
-        expected = {(c.port, c.proto, family): c.expect().cells for c in step.checks}
-        model.expect(expected, f"{case.name} (upstream: {case.upstream}), step {i}")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
