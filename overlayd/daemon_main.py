@@ -118,6 +118,8 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         readiness, metrics = Readiness(*conditions), Metrics()
         heartbeat = Heartbeat(max_age=max(30.0, 3 * settings.resync))
         policy = _policy_agent(settings, backend, metrics) if settings.network_policy else None
+        if policy is None:
+            _remove_left_over_policy_table()
         daemon = Daemon(settings, backend, metrics=metrics, readiness=readiness, rules=rules, heartbeat=heartbeat,
                         before_subnet_file=policy.on_lease if policy is not None else None)
 
@@ -226,6 +228,19 @@ def _policy_agent(settings: DaemonSettings, backend, metrics):
     return PolicyAgent(node_name=node_name, registry=metrics.registry, log_group=settings.network_policy_log_group,
                        resync=settings.resync,
                        api_client_factory=lambda: make_api_client(settings.kube_api_url, settings.kubeconfig))
+
+
+def _remove_left_over_policy_table() -> None:
+    """Turning --network-policy off turns enforcement off: a table a previous run left goes (as
+    --ip-masq off removes the masquerade table), before any pod is wired."""
+    import shutil
+    from .masquerade import RulesError
+    from .policy.apply import remove_left_over
+    try:
+        if shutil.which("nft") and remove_left_over():
+            log.info("--network-policy is off: removed the policy table a previous run left")
+    except RulesError as err:        # the daemon still runs; the old table keeps enforcing
+        log.warning("--network-policy is off, but the policy table a previous run left stays: %s", err)
 
 
 def _with_policy(status, policy):

@@ -70,3 +70,16 @@ class Applier:
             if c and c.get("table") == self.table:
                 out[c["name"]] = int(c.get("packets", 0))
         return out
+
+
+def remove_left_over(runner: CommandRunner = CommandRunner(), table: str = TABLE) -> bool:
+    """--network-policy is off: remove the table a run with it left (kept on purpose across a
+    restart, so pods stay policed). Left there, it would go on enforcing the policies of its last
+    sync and drop every pod wired after it (addresses it never compiled: fail closed). True if
+    there was one."""
+    applier = Applier(runner, table)
+    if not applier.present():
+        return False
+    applier.remove()
+    return True
+

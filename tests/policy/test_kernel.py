@@ -18,7 +18,7 @@ import pytest
 
 from overlayd.lab.netns import add_veth, ip, sysctl
 from overlayd.masquerade import CommandRunner
-from overlayd.policy.apply import Applier
+from overlayd.policy.apply import Applier, remove_left_over
 from overlayd.policy.compile import NodeInfo, compile_model
 from overlayd.netlink_conntrack import cut
 from overlayd.policy.evaluate import pods_by_ip, still_allowed
@@ -157,6 +157,22 @@ def test_pods_not_compiled_yet_are_closed_and_churn_is_incremental(lab):
     check(pods, "r", "b", False)                               # now known, and isolated
     assert applier.update(compile_model(cluster(API_PODS, [], []), NODE)) == "incremental"
     check(pods, "r", "b", True)
+
+
+def test_turning_policy_off_removes_the_table_a_previous_run_left(lab):
+    """What the daemon does at start without --network-policy: a table left by a run with it
+    (pods known then, a deny policy) stops enforcing, and a pod wired after it is reachable."""
+    node, pods, applier = lab
+    deny = policy("x", "deny", {"matchLabels": {"app": "web"}}, ingress=[])
+    applier.replace(compile_model(cluster([API_PODS[0], API_PODS[2]], [], [deny]), NODE))   # b: wired later
+    check(pods, "r", "a", False)
+    check(pods, "r", "b", False)
+    runner = CommandRunner(prefix=("ip", "netns", "exec", node))
+    assert remove_left_over(runner) is True
+    assert not applier.present()
+    check(pods, "r", "a", True)
+    check(pods, "r", "b", True)
+    assert remove_left_over(runner) is False                    # nothing left: nothing done
 
 
 def test_connections_no_longer_allowed_are_cut(lab):
