@@ -8,11 +8,17 @@
 #      (ls /opt/cni/bin, cat /etc/cni/net.d/* on a node; kubectl exec <pod> -- ip a / ping -c 1
 #      <pod on another node>), pod<->pod ping and TCP, a ClusterIP Service across nodes,
 #      a DaemonSet restart that keeps every node's subnet
-#   3. `overlayd lab down` (also on failure or Ctrl-C; KEEP_CLUSTER=1 keeps it for debugging)
+#   3. the NetworkPolicy suite on the same cluster (e2e/netpol_cluster.py, as the checks'
+#      EXTRA_CHECKS): --network-policy added to the DaemonSet, the upstream cases on real pods,
+#      the patch reverted
+#   4. `overlayd lab down` (also on failure or Ctrl-C; KEEP_CLUSTER=1 keeps it for debugging)
 #
 # Settings (environment): NODES (default 3), TIMEOUT (seconds per wait, default 300),
 # OVERLAYD (the overlayd command, default .venv/bin/overlayd), KEEP_CLUSTER, SKIP_RESTART=1,
-# EXTRA_CHECKS (a command run against the cluster after the checks, with KUBECONFIG set).
+# NETPOL=0 (no NetworkPolicy suite), NETPOL_ARGS (more arguments for it, e.g. --cases REGEX),
+# PYTHON (for the suite; default: the python next to OVERLAYD),
+# EXTRA_CHECKS (a command run against the cluster after the checks, with KUBECONFIG set; when set,
+# it runs instead of the NetworkPolicy suite).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -56,6 +62,12 @@ export KUBECONFIG=$kubeconfig
 mapfile -t nodes < <(jq -r '.kubelet.nodes[].name' <<<"$status")
 
 k() { "$kubectl_bin" --kubeconfig "$kubeconfig" "$@"; }
+if [[ ${NETPOL:-1} != 0 && -z ${EXTRA_CHECKS:-} ]]; then
+    python=${PYTHON:-$(dirname "$overlayd")/python}
+    EXTRA_CHECKS="cd $(printf %q "$repo") && $(printf %q "$python") -m e2e.netpol_cluster"
+    EXTRA_CHECKS+=" --kubectl $(printf %q "$kubectl_bin") --image $(printf %q "$test_image") --wait $timeout"
+    EXTRA_CHECKS+=" ${NETPOL_ARGS:-}"
+fi
 # A node's host: the command runs in the node's mount and network namespaces.
 node_exec() {
     local node=$1 enter
