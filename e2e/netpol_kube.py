@@ -49,7 +49,8 @@ class Kubectl:
         return proc
 
     def json(self, *args: str) -> dict:
-        return json.loads(self(*args, "-o", "json").stdout)
+        out = self(*args, "-o", "json").stdout
+        return json.loads(out) if out.strip() else {}      # --ignore-not-found and nothing found
 
 
 def server_script(key: str) -> str:
@@ -99,8 +100,8 @@ class ClusterModel(ModelDriver):
 
     def owned_namespaces(self) -> list[str]:
         """Which of x, y, z exist and are ours; raise if one exists and is not."""
-        items = self.k.json("get", "namespaces", *NAMESPACES, "--ignore-not-found")
-        items = items.get("items", [items] if items.get("kind") == "Namespace" else [])
+        found = self.k.json("get", "namespaces", *NAMESPACES, "--ignore-not-found")
+        items = found.get("items", [found] if found.get("kind") == "Namespace" else [])
         foreign = [i["metadata"]["name"] for i in items if OWNER not in (i["metadata"].get("annotations") or {})]
         if foreign:
             raise ClusterError(f"namespace(s) {', '.join(foreign)} exist and were not made by this suite "
@@ -120,6 +121,9 @@ class ClusterModel(ModelDriver):
                       for ns in NAMESPACES]
         pods = [pod_manifest(key, self.node_of(key), self.image, self.pull_policy) for key in pod_keys()]
         self.k("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": namespaces}))
+        for ns in NAMESPACES:        # the ServiceAccount admission refuses pods until it exists
+            self.k("-n", ns, "wait", "--for=create", "serviceaccount/default", f"--timeout={int(wait)}s",
+                   timeout=wait + 30)
         self.k("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
         for ns in NAMESPACES:
             self.k("-n", ns, "wait", "pod", "--all", "--for=condition=Ready", f"--timeout={int(wait)}s",
