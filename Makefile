@@ -91,7 +91,8 @@ soak: deps
 	nice -n 5 $(PY) -m overlayd.lab.chaos_report --soak-minutes $${SOAK_MINUTES:-30}
 
 # Real nodes on this machine: kubelet + containerd per node, overlayd from the manifest, the
-# checks e2e/kind/run.sh runs too (docs/real-node.md). Not part of `make test` (a reduced run is).
+# checks e2e/kind/run.sh runs too, then the NetworkPolicy suite on real pods (e2e/netpol_cluster.py;
+# NETPOL=0 skips it) (docs/real-node.md). Not part of `make test` (a reduced run is).
 cluster-e2e: deps kube-bins node-bins
 	bash e2e/lab/run.sh
 
