@@ -56,7 +56,8 @@ def lab_verbs() -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=None)
 def sub_verbs(*command: str) -> tuple[str, ...]:
-    """The verbs under a lab verb (`overlayd lab pod {add,del}`), if it has any."""
+    """The verbs under a subcommand or a verb (`overlayd lab pod {add,del}`, `overlayd policy
+    {explain,log}`), if it has any."""
     m = re.search(r"^usage:[^{\n]*\{([a-z,-]+)\}", help_text(*command), re.M)
     return tuple(m.group(1).split(",")) if m else ()
 
@@ -120,10 +121,9 @@ def _invocation(line: str) -> tuple[tuple[str, ...], list[str]]:
     command: tuple[str, ...] = ()
     if words and words[0] in subcommands():
         command = (words.pop(0),)
-        if command == ("lab",) and words and words[0] in lab_verbs():
+        # verbs below it, as deep as they go: `lab pod add`, `policy explain`
+        while words and words[0] in sub_verbs(*command):
             command += (words.pop(0),)
-            if words and words[0] in sub_verbs(*command):
-                command += (words.pop(0),)
     flags = []
     for w in words:
         if w.startswith(("#", "|", ";", "&&")):
