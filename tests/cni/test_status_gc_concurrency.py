@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cni_plugin.invoke import run_plugin
+from frontend_driver import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -38,6 +39,8 @@ def test_gc_releases_what_gone_containers_left_and_keeps_the_valid_ones(make_nod
     os.unlink(os.path.join(node.data_dir, "gone2-eth0.json"))
     for cid in ("gone1", "gone2"):
         os.system(f"ip netns del {pods[cid]}")
+    # Their host veth ends go with the namespaces, once the kernel has torn them down (lazily).
+    assert wait_until(lambda: len(node.veths()) == 1, 10), node.veths()
 
     conf = dict(node.runtime.overlay_conf(), **{"cni.dev/valid-attachments": [
         {"containerID": "keep", "ifname": "eth0"}]})
