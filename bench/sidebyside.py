@@ -19,6 +19,7 @@ from overlayd.lab.cleanup import Cleanup
 from overlayd.lab.cluster import bin_dir
 from overlayd.lab.etcd import start_etcd
 from overlayd.lab.netns import add_netns, add_veth, ip, sysctl, unique_token
+from overlayd.lab.procs import stop_popen, tail
 
 from . import etcd_writer
 from .kernel_watch import KernelWatch
@@ -67,12 +68,12 @@ class Node:
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *self.command(kind)], stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        self.lab.cleanup.push(f"{kind} pid {self.proc.pid}", lambda p=self.proc: _stop(p))
+        self.lab.cleanup.push(f"{kind} pid {self.proc.pid}", lambda p=self.proc: stop_popen(p))
         return self.started_at
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop(self.proc)
+            stop_popen(self.proc)
             self.proc = None
 
     def status(self, field: str) -> int:
@@ -90,21 +91,7 @@ class Node:
         return w
 
     def log_tail(self, n: int = 20) -> str:
-        try:
-            with open(os.path.join(self.workdir, f"{self.kind}.log")) as f:
-                return "".join(f.readlines()[-n:])
-        except FileNotFoundError:
-            return ""
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        return tail(os.path.join(self.workdir, f"{self.kind}.log"), n)
 
 
 class SideLab:
@@ -123,7 +110,7 @@ class SideLab:
         self.writer = subprocess.Popen(["ip", "netns", "exec", self.switch, sys.executable, "-m", "bench.etcd_writer",
                                         self.etcd.endpoint, PREFIX], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        text=True, cwd=REPO, env={**os.environ, "GRPC_VERBOSITY": "NONE"})
-        cleanup.push("etcd writer", lambda: _stop(self.writer))
+        cleanup.push("etcd writer", lambda: stop_popen(self.writer))
         self._answer()
         self.peers = 0
 

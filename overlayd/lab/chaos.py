@@ -20,7 +20,7 @@ import subprocess
 import time
 from typing import Iterable, Optional
 
-from .netns import LabError, delete_netns, ip, netns_exists, run, unique_token
+from .netns import LabError, delete_netns, netns_exists, run, unique_token
 
 ETCD_PORT = 2379
 

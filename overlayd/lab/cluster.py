@@ -40,9 +40,10 @@ from .etcd import EtcdServer, start_etcd
 from .kube_client import HttpsApiClient
 from .layout import (DEFAULT_NET_CONF, DUAL_STACK_NET_CONF, ETCD_PREFIX, HEALTHZ_PORT, KUBE_API_PORT,  # noqa: F401
                      REFERENCE_PLUGIN_DIR, REFERENCE_PLUGINS, STATE_DIR, SWITCH_IP, SWITCH_IP6, UNDERLAY,
-                     UNDERLAY6, Node, Pod, _index, bin_dir, list_labs, tail)
+                     UNDERLAY6, Node, Pod, _index, bin_dir, list_labs)
 from .state import Detached as _Detached
 from .netns import LabError, add_netns, add_veth, delete_netns, ip, netns_exists, sysctl, unique_token
+from .procs import tail
 
 class Lab:
     def __init__(self, name: Optional[str] = None, *, net_conf: Optional[dict] = None,

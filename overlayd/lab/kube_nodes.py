@@ -11,8 +11,9 @@ import time
 from . import control_plane as cplane
 from . import kube_bins
 from .etcd import start_etcd
-from .layout import KUBE_API_PORT, SWITCH_IP, Node, registered_node, tail
+from .layout import KUBE_API_PORT, SWITCH_IP, Node, registered_node
 from .netns import LabError
+from .procs import tail
 
 
 def control_plane_settings(self) -> cplane.ControlPlaneSettings:

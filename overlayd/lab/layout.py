@@ -121,11 +121,3 @@ def list_labs() -> list[str]:
         return sorted(f[:-5] for f in os.listdir(STATE_DIR) if f.endswith(".json"))
     except FileNotFoundError:
         return []
-
-
-def tail(path: str, lines: int = 30) -> str:
-    try:
-        with open(path) as f:
-            return "".join(f.readlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"

@@ -99,6 +99,17 @@ def start(name: str, argv: Sequence[str], log: str, *, netns: Optional[str] = No
     return Proc(name, p.pid, started, log)
 
 
+def stop_popen(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a child this process started with Popen: SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def tail(path: str, lines: int = 30) -> str:
     try:
         with open(path, errors="replace") as f:

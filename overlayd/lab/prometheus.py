@@ -22,6 +22,7 @@ import urllib.parse
 from typing import Optional, Sequence
 
 from .netns import LabError
+from .procs import stop_popen, tail
 
 LISTEN = "127.0.0.1:9090"
 SCRAPE_INTERVAL = "1s"
@@ -77,38 +78,22 @@ def start(netns: str, workdir: str, targets: Sequence[tuple[str, str]], cleanup,
             ["ip", "netns", "exec", netns, "socat", f"UNIX-LISTEN:{sock},fork,mode=600", f"TCP:{LISTEN}"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True))
     for proc in procs:
-        cleanup.push(f"{proc.args[3]} pid {proc.pid}", lambda p=proc: _stop(p))
+        cleanup.push(f"{proc.args[3]} pid {proc.pid}", lambda p=proc: stop_popen(p))
     server = PrometheusServer(sock, procs[0].pid, procs[1].pid, log_file, config)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
-                raise LabError(f"{proc.args[3]} exited ({proc.returncode}); {log_file}:\n{_tail(log_file)}")
+                raise LabError(f"{proc.args[3]} exited ({proc.returncode}); {log_file}:\n{tail(log_file, 20)}")
         try:
             if server.client.get("/-/ready")[0] == 200:
                 return server
         except OSError:
             pass
         time.sleep(0.1)
-    raise LabError(f"Prometheus was not ready within {wait:.0f}s; {log_file}:\n{_tail(log_file)}")
+    raise LabError(f"Prometheus was not ready within {wait:.0f}s; {log_file}:\n{tail(log_file, 20)}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _tail(path: str, lines: int = 20) -> str:
-    try:
-        with open(path) as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

@@ -28,7 +28,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import re
-from typing import Iterable, Optional
+from typing import Iterable
 
 from .model import Policy, Pod, Rule
 from .semantics import (EGRESS, INGRESS, Cluster, addressable, block_nets, peer_pods, port_ranges,

@@ -23,7 +23,6 @@ from overlayd.lab import node_host
 from overlayd.lab.cluster import Lab
 from overlayd.lab.netns import netns_exists
 
-from .conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 POD = """{{"apiVersion": "v1", "kind": "Pod",
