@@ -9,7 +9,7 @@ import ipaddress
 import logging
 from typing import Iterable, Optional
 
-from subnet_lease.lease import Lease
+from subnet_lease.lease import Lease, ip_text
 
 from .entries import Entries, FdbEntry, NeighEntry, PeerEntries, RouteEntry
 
@@ -35,14 +35,14 @@ def peer_entries(peer: Lease, family: int = 4, *, direct_routing: bool = False,
     subnet, public_ip, mac = lease_fields(peer, family)
     if subnet is None or public_ip is None or peer.backend_type != "vxlan":
         return None
-    vtep_ip = str(subnet.network_address)
-    dst = str(subnet)
+    vtep_ip = ip_text(subnet.network_address)
+    dst = f"{vtep_ip}/{subnet.prefixlen}"
     if direct_routing and underlay_net is not None and public_ip in underlay_net:
-        return PeerEntries(route=RouteEntry(dst=dst, gateway=str(public_ip), direct=True))
+        return PeerEntries(route=RouteEntry(dst=dst, gateway=ip_text(public_ip), direct=True))
     if not mac:
         return None
     return PeerEntries(neigh=NeighEntry(ip=vtep_ip, mac=mac),
-                       fdb=FdbEntry(mac=mac, dst=str(public_ip)),
+                       fdb=FdbEntry(mac=mac, dst=ip_text(public_ip)),
                        route=RouteEntry(dst=dst, gateway=vtep_ip))
 
 

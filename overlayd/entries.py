@@ -14,21 +14,21 @@ from typing import Optional
 OVERHEAD = {4: 50, 6: 70}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class NeighEntry:
     """Permanent ARP/NDP entry on the vxlan device: peer VTEP address -> peer VTEP MAC."""
     ip: str
     mac: str
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class FdbEntry:
     """Bridge FDB entry on the vxlan device: peer VTEP MAC -> peer underlay IP."""
     mac: str
     dst: str
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class RouteEntry:
     """Route to a peer's pod subnet.
 
@@ -44,7 +44,7 @@ class RouteEntry:
         return 6 if ":" in self.dst else 4
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class PeerEntries:
     """Everything one peer needs, added in this order: ARP, FDB, route (route last)."""
     route: RouteEntry
