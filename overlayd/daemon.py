@@ -47,6 +47,9 @@ class Daemon:
         # pod addresses first, so no pod is wired before its rules can be: overlayd.policy.agent).
         self.before_subnet_file = before_subnet_file
         self.started = False
+        # Set when start-up begins programming the datapath: the kernel then does most of the
+        # work and the interpreter lock is free for the side services' start (start_up.py).
+        self.programming = threading.Event()
         self.events: queue.Queue = queue.Queue()
         self.stop = threading.Event()
         self.config: Optional[NetConfig] = None
@@ -116,6 +119,7 @@ class Daemon:
         # The read acquire() made, not a third one: 5,000 leases cost ~0.1-0.25 s per read.
         leases, revision = self.backend.snapshot(reuse_start_read=True)
         self.peers = {l.key: l for l in leases}
+        self.programming.set()
         # A peer the kernel refuses is logged and retried (full_pending), never a start-up failure.
         self._safely(self.full_reconcile, "start-up")
         self._write_subnet_file()

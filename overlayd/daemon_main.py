@@ -12,7 +12,7 @@ from typing import Optional
 
 from .errors import OverlayError, SettingsError
 from .settings import DaemonSettings
-from .start_up import release_free_memory, start_prefetch
+from .start_up import SERVICES_GRACE, SideServices, once, release_free_memory, start_prefetch
 
 log = logging.getLogger("overlayd")
 
@@ -107,7 +107,7 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
     # The store's first reads overlap the imports below and the device's creation (start_up.py).
     prefetch = start_prefetch(backend)
     from .daemon import Daemon
-    from .health import Heartbeat, HealthError, HealthServer, Readiness, Status
+    from .health import Heartbeat, HealthError, Readiness, Status, listen
     from .metrics import Metrics
     from .rules import RulesKeeper
 
@@ -118,10 +118,10 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         readiness, metrics = Readiness(*conditions), Metrics()
         heartbeat = Heartbeat(max_age=max(30.0, 3 * settings.resync))
         policy = _policy_agent(settings, backend, metrics) if settings.network_policy else None
-        if policy is None:
-            _remove_left_over_policy_table()
+        # Policy off: a table a previous run left goes before subnet.env lets pods be wired.
+        before_subnet_file = policy.on_lease if policy is not None else once(_remove_left_over_policy_table)
         daemon = Daemon(settings, backend, metrics=metrics, readiness=readiness, rules=rules, heartbeat=heartbeat,
-                        before_subnet_file=policy.on_lease if policy is not None else None)
+                        before_subnet_file=before_subnet_file)
 
         def liveness():
             # While start-up waits (for etcd, for a podCIDR) the daemon is alive but not ready.
@@ -138,21 +138,13 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
             return status
 
         metrics.ready.set_function(lambda: float(ready().ok))
-        server = cni = None
-        if settings.healthz_port:
-            server = HealthServer(settings.healthz_ip, settings.healthz_port, liveness=liveness,
-                                  readiness=ready, registry=metrics.registry).start()
-        if settings.cni_socket:
-            from .cni_service import CniService
-            try:
-                cni = CniService(settings.cni_socket, settings.subnet_file, metrics=metrics,
-                                 data_dir=settings.cni_data_dir,
-                                 on_added=policy.cni_added if policy is not None else None).start()
-            except OSError as err:   # the plugin still works without it, only slower
-                log.warning("CNI service off: cannot listen on --cni-socket %s: %s", settings.cni_socket, err)
+        # The port is taken now (in use: exit 2, naming the flag); serving starts later.
+        listener = listen(settings.healthz_ip, settings.healthz_port) if settings.healthz_port else None
     except (OverlayError, HealthError, ValueError) as err:
         log.error("%s", err)
         return 2
+    services = SideServices(settings, listener, liveness, ready, metrics, policy)
+    services.start_when(daemon.programming, within=SERVICES_GRACE)
 
     def on_stop_signal(signum: int) -> None:
         log.info("signal %d: stopping; the datapath stays in place", signum)
@@ -180,10 +172,7 @@ def main(argv: list[str], subcommands: Optional[dict[str, str]] = None) -> int:
         daemon.shutdown()
         if policy is not None:
             policy.close()          # the table stays: pods stay policed while overlayd restarts
-        if cni is not None:
-            cni.close()
-        if server is not None:
-            server.close()
+        services.close()
     return 0
 
 

@@ -1,4 +1,8 @@
-"""`--healthz-ip`/`--healthz-port`: /healthz, /readyz and /metrics over plain HTTP, in a thread.
+"""`--healthz-ip`/`--healthz-port`: what /healthz, /readyz and /metrics report, and the port.
+
+The HTTP server itself is overlayd.health_server; the daemon binds the port here at once (a port
+in use stops it with the flag to change) and starts serving once its datapath is being programmed,
+so http.server and the exposition code load while the kernel works (overlayd.daemon_main).
 
 - /healthz  200 while the daemon loop is alive: its Heartbeat was beaten within max_age seconds;
             503 with the age otherwise (a stuck loop gets the pod restarted by its liveness probe).
@@ -13,18 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import logging
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional, Union
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-log = logging.getLogger(__name__)
-
+from typing import Callable, Union
 
 class HealthError(RuntimeError):
     """The health server cannot start; the message names the flag and the fix."""
@@ -39,7 +35,7 @@ class Status:
 StatusLike = Union[Status, bool, tuple]
 
 
-def _status(value: StatusLike) -> Status:
+def as_status(value: StatusLike) -> Status:
     if isinstance(value, Status):
         return value
     if isinstance(value, bool):
@@ -99,114 +95,22 @@ class Readiness:
         return Status(True, "ready")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "overlayd"
-    timeout = 10   # a client that stalls mid-request does not hold a thread forever
-
-    def do_GET(self) -> None:
-        self._respond(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._respond(send_body=False)
-
-    def _respond(self, send_body: bool) -> None:
-        app: HealthServer = self.server.app  # type: ignore[attr-defined]
-        path = self.path.split("?", 1)[0]
-        try:
-            if path == "/healthz":
-                code, ctype, body = app.probe(app.liveness)
-            elif path == "/readyz":
-                code, ctype, body = app.probe(app.readiness)
-            elif path == "/metrics":
-                code, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(app.registry)
-            else:
-                code, ctype, body = 404, "text/plain; charset=utf-8", b"not found: try /healthz, /readyz or /metrics\n"
-        except Exception as err:  # a broken collector must not kill the server thread
-            log.exception("health endpoint %s failed", path)
-            code, ctype, body = 500, "text/plain; charset=utf-8", f"error: {err}\n".encode()
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class HealthServer:
-    """HealthServer(ip, port, liveness=heartbeat, readiness=readiness, registry=metrics.registry)."""
-
-    def __init__(self, ip: str, port: int, *, liveness: Callable[[], StatusLike],
-                 readiness: Callable[[], StatusLike], registry: CollectorRegistry) -> None:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            raise HealthError(f"--healthz-ip {ip!r} is not an IP address; use e.g. 0.0.0.0 (all IPv4), "
-                              f":: (all addresses) or 127.0.0.1") from None
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-            raise HealthError(f"--healthz-port {port!r} must be a TCP port from 0 to 65535 (0 picks a free one)")
-        self.liveness = liveness
-        self.readiness = readiness
-        self.registry = registry
-        cls = _Server6 if addr.version == 6 else _Server
-        try:
-            self._httpd = cls((str(addr), port), _Handler, bind_and_activate=True)
-        except OSError as err:
-            raise HealthError(f"cannot listen on {ip} port {port} (--healthz-ip/--healthz-port): "
-                              f"{err.strerror or err}") from None
-        self._httpd.app = self  # type: ignore[attr-defined]
-        self._thread: Optional[threading.Thread] = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._httpd.server_address[:2]
-        return host, port
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-    @staticmethod
-    def probe(check: Callable[[], StatusLike]) -> tuple[int, str, bytes]:
-        try:
-            status = _status(check())
-        except Exception as err:
-            status = Status(False, f"check failed: {err}")
-        return (200 if status.ok else 503), "text/plain; charset=utf-8", (status.reason + "\n").encode()
-
-    def start(self) -> "HealthServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="overlayd-health", daemon=True)
-        self._thread.start()
-        log.info("health server on %s (/healthz, /readyz, /metrics)", self.url)
-        return self
-
-    def close(self) -> None:
-        """Stop serving and release the port; safe to call twice."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(10)
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> "HealthServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+def listen(ip: str, port: int) -> socket.socket:
+    """The health port, bound and listening (HealthError names the flag and the fix)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise HealthError(f"--healthz-ip {ip!r} is not an IP address; use e.g. 0.0.0.0 (all IPv4), "
+                          f":: (all addresses) or 127.0.0.1") from None
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise HealthError(f"--healthz-port {port!r} must be a TCP port from 0 to 65535 (0 picks a free one)")
+    sock = socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as http.server does
+        sock.bind((str(addr), port))
+        sock.listen(16)
+    except OSError as err:
+        sock.close()
+        raise HealthError(f"cannot listen on {ip} port {port} (--healthz-ip/--healthz-port): "
+                          f"{err.strerror or err}") from None
+    return sock

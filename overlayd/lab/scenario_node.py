@@ -13,7 +13,7 @@ from .cluster import Lab
 from .netns import run
 from .scenario_base import FD_SLACK, THREAD_SLACK, Row, teardown, wait_for
 
-STARTUP_IMPORTS = ("import overlayd.daemon_main, overlayd.daemon, overlayd.cni_service, overlayd.health, "
+STARTUP_IMPORTS = ("import overlayd.daemon_main, overlayd.daemon, overlayd.cni_service, overlayd.health_server, "
                    "subnet_lease.etcd_backend, subnet_lease.kube_backend, prometheus_client")
 
 # Leak bounds for a daemon that lived through a fault (its own process, measured before/after).

@@ -9,7 +9,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from overlayd.health import HealthError, HealthServer, Heartbeat, Readiness, Status
+from overlayd.health import HealthError, Heartbeat, Readiness, Status
+from overlayd.health_server import HealthServer
 from overlayd.metrics import Metrics
 
 
