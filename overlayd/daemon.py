@@ -47,8 +47,9 @@ class Daemon:
         # pod addresses first, so no pod is wired before its rules can be: overlayd.policy.agent).
         self.before_subnet_file = before_subnet_file
         self.started = False
-        # Set when start-up begins programming the datapath: the kernel then does most of the
-        # work and the interpreter lock is free for the side services' start (start_up.py).
+        # Set when a full reconcile hands its plan to the kernel (first: at start-up): the kernel
+        # then does most of the work and the interpreter lock is free for the side services'
+        # start (start_up.py).
         self.programming = threading.Event()
         self.events: queue.Queue = queue.Queue()
         self.stop = threading.Event()
@@ -91,7 +92,8 @@ class Daemon:
         self.underlay = select_underlay(self._nl, ifaces=s.ifaces, iface_regex=s.iface_regex,
                                         can_reach=s.iface_can_reach, public_ip=s.public_ip)
         log.info("underlay %s (%s), public ip %s", self.underlay.name, self.underlay.ip, self.underlay.public_ip)
-        self.paths = {family: FamilyPath(self._nl, cfg) for family, cfg in self._family_configs().items()}
+        self.paths = {family: FamilyPath(self._nl, cfg, before_full_apply=self.programming.set)
+                      for family, cfg in self._family_configs().items()}
         if not self.paths:
             raise SettingsError("neither IPv4 nor IPv6 is enabled in net-conf.json (EnableIPv4/EnableIPv6)")
         public_ip = ipaddress.ip_address(self.underlay.public_ip) if 4 in self.paths else None
@@ -119,7 +121,6 @@ class Daemon:
         # The read acquire() made, not a third one: 5,000 leases cost ~0.1-0.25 s per read.
         leases, revision = self.backend.snapshot(reuse_start_read=True)
         self.peers = {l.key: l for l in leases}
-        self.programming.set()
         # A peer the kernel refuses is logged and retried (full_pending), never a start-up failure.
         self._safely(self.full_reconcile, "start-up")
         self._write_subnet_file()

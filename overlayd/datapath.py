@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import logging
 import secrets
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from subnet_lease.lease import Lease, LeaseEvent
 
@@ -79,9 +79,11 @@ def random_mac() -> str:
 
 
 class FamilyPath:
-    def __init__(self, nl: Netlink, cfg: FamilyConfig):
+    def __init__(self, nl: Netlink, cfg: FamilyConfig, *, before_full_apply: Optional[Callable[[], None]] = None):
         self.nl = nl
         self.cfg = cfg
+        # Called once a full reconcile's plan is made, just before the kernel gets it.
+        self.before_full_apply = before_full_apply
         self.device: Optional[LinkInfo] = None
         self.programmed: dict[str, PeerEntries] = {}
 
@@ -134,6 +136,8 @@ class FamilyPath:
         actual = self.nl.dump_entries(self.device.index, AF_INET6 if self.cfg.family == 6 else AF_INET,
                                       direct_within=self.cfg.network)
         plan = plan_changes(desired, actual)
+        if self.before_full_apply is not None:
+            self.before_full_apply()
         result = self.nl.apply(plan, self.device.index, self.cfg.underlay_index)
         self.programmed = by_key
         return plan, result

@@ -153,6 +153,46 @@ _MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 _VNI_MAX = (1 << 24) - 1
 
 
+def _bad(where: str, labels: dict, field: str, value, want: str) -> LeaseFormatError:
+    return LeaseFormatError(f"{where}: {labels.get(field, field)} {value!r} is not {want}")
+
+
+def _ip_field(where: str, labels: dict, fields: dict, field: str, version: int):
+    raw = fields.get(field)
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise _bad(where, labels, field, raw, "an IP address")
+    if version == 4:
+        addr = _fast_v4(raw)
+        if addr is not None:
+            return addr
+    try:
+        addr = ipaddress.ip_address(raw)
+    except ValueError:
+        raise _bad(where, labels, field, raw, "an IP address") from None
+    if addr.version != version:
+        raise _bad(where, labels, field, raw, f"IPv{version}")
+    return addr
+
+
+def _backend_field(where: str, labels: dict, fields: dict, field: str) -> dict:
+    data = fields.get(field)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise _bad(where, labels, field, data, "a JSON object")
+    mac = data.get("VtepMAC")
+    if mac is not None and not (isinstance(mac, str) and _MAC.fullmatch(mac)):
+        raise LeaseFormatError(f"{where}: {labels.get(field, field)} VtepMAC {mac!r} is not a "
+                               f"MAC address like aa:bb:cc:dd:ee:ff")
+    vni = data.get("VNI")
+    if vni is not None and (isinstance(vni, bool) or not isinstance(vni, int) or not 0 <= vni <= _VNI_MAX):
+        raise LeaseFormatError(f"{where}: {labels.get(field, field)} VNI {vni!r} is not an "
+                               f"integer between 0 and {_VNI_MAX}")
+    return data
+
+
 def build_lease(where: str, fields: dict, *, subnet: Optional[IPv4Network],
                 ipv6_subnet: Optional[IPv6Network], labels: Optional[dict] = None,
                 lease_id: Optional[int] = None, ttl: Optional[int] = None,
@@ -166,56 +206,17 @@ def build_lease(where: str, fields: dict, *, subnet: Optional[IPv4Network],
     int) raises LeaseFormatError naming the record, the field and the value.
     """
     labels = labels or {}
-
-    def bad(field, value, want):
-        return LeaseFormatError(f"{where}: {labels.get(field, field)} {value!r} is not {want}")
-
-    def ip(field, version):
-        raw = fields.get(field)
-        if raw in (None, ""):
-            return None
-        if not isinstance(raw, str):
-            raise bad(field, raw, "an IP address")
-        if version == 4:
-            addr = _fast_v4(raw)
-            if addr is not None:
-                return addr
-        try:
-            addr = ipaddress.ip_address(raw)
-        except ValueError:
-            raise bad(field, raw, "an IP address") from None
-        if addr.version != version:
-            raise bad(field, raw, f"IPv{version}")
-        return addr
-
-    def backend(field):
-        data = fields.get(field)
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            raise bad(field, data, "a JSON object")
-        mac = data.get("VtepMAC")
-        if mac is not None and not (isinstance(mac, str) and _MAC.fullmatch(mac)):
-            raise LeaseFormatError(f"{where}: {labels.get(field, field)} VtepMAC {mac!r} is not a "
-                                   f"MAC address like aa:bb:cc:dd:ee:ff")
-        vni = data.get("VNI")
-        if vni is not None and (isinstance(vni, bool) or not isinstance(vni, int)
-                                or not 0 <= vni <= _VNI_MAX):
-            raise LeaseFormatError(f"{where}: {labels.get(field, field)} VNI {vni!r} is not an "
-                                   f"integer between 0 and {_VNI_MAX}")
-        return data
-
     backend_type = fields.get("BackendType") or "vxlan"
     if not isinstance(backend_type, str):
-        raise bad("BackendType", backend_type, "a string")
+        raise _bad(where, labels, "BackendType", backend_type, "a string")
     return Lease(
         subnet=subnet,
-        public_ip=ip("PublicIP", 4),
+        public_ip=_ip_field(where, labels, fields, "PublicIP", 4),
         backend_type=backend_type,
-        backend_data=backend("BackendData"),
+        backend_data=_backend_field(where, labels, fields, "BackendData"),
         ipv6_subnet=ipv6_subnet,
-        public_ipv6=ip("PublicIPv6", 6),
-        backend_v6_data=backend("BackendV6Data"),
+        public_ipv6=_ip_field(where, labels, fields, "PublicIPv6", 6),
+        backend_v6_data=_backend_field(where, labels, fields, "BackendV6Data"),
         lease_id=lease_id,
         ttl=ttl,
         node_name=node_name,
