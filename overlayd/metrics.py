@@ -1,6 +1,6 @@
 """The daemon's Prometheus metrics, in a registry of their own (never prometheus_client's global one).
 
-One Metrics object per daemon; the daemon loop updates it, /metrics (overlayd.health) renders it.
+One Metrics object per daemon; the daemon loop updates it, /metrics (overlayd.health_server) renders it.
 All names start with `overlayd_`; counters get prometheus_client's `_total` suffix on the wire.
 """
 from __future__ import annotations
@@ -8,8 +8,12 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from .lazy_import import register_without_init
+
+register_without_init("prometheus_client")     # the registry and metric types, not the exposition
+
+from prometheus_client.metrics import Counter, Gauge, Histogram  # noqa: E402
+from prometheus_client.registry import CollectorRegistry  # noqa: E402
 
 ENTRY_KINDS = ("arp", "fdb", "route")
 RECONCILE_RESULTS = ("ok", "error")
@@ -20,8 +24,6 @@ RECONCILE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 
 # A pod's ADD (bridge + host-local) takes ~20-60 ms; a DEL up to ~100 ms with veth teardown.
 CNI_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class Metrics:
@@ -104,6 +106,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""
+        from prometheus_client.exposition import generate_latest
         return generate_latest(self.registry)
 
 

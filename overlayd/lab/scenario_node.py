@@ -14,7 +14,7 @@ from .netns import run
 from .scenario_base import FD_SLACK, THREAD_SLACK, Row, teardown, wait_for
 
 STARTUP_IMPORTS = ("import overlayd.daemon_main, overlayd.daemon, overlayd.cni_service, overlayd.health_server, "
-                   "subnet_lease.etcd_backend, subnet_lease.kube_backend, prometheus_client")
+                   "subnet_lease.etcd_backend, subnet_lease.kube_backend, prometheus_client.exposition")
 
 # Leak bounds for a daemon that lived through a fault (its own process, measured before/after).
 # -- 3: overlayd SIGKILLed under load -------------------------------------------------------
