@@ -17,11 +17,15 @@ from typing import Callable, Iterable, Optional
 from subnet_lease.lease import Lease, LeaseEvent
 
 from .desired import entries_of, is_self, lease_fields, peer_entries, peer_map
-from .diff import plan_changes
-from .entries import OVERHEAD, PeerEntries, Plan
+from .apply_pipeline import ApplyPipeline
+from .diff import plan_adds, plan_changes, plan_removals
+from .entries import OVERHEAD, Entries, PeerEntries, Plan
 from .netlink import AF_INET, AF_INET6, ApplyResult, LinkInfo, Netlink, VxlanSpec
 
 log = logging.getLogger(__name__)
+
+# Peers planned and applied at a time by a full reconcile (apply_pipeline.py).
+FULL_CHUNK = 500
 
 
 
@@ -130,15 +134,33 @@ class FamilyPath:
                             underlay_net=self.cfg.underlay_net)
 
     def full(self, own: Lease, peers: Iterable[Lease]) -> tuple[Plan, ApplyResult]:
-        by_key = peer_map(own, peers, self.cfg.family, direct_routing=self.cfg.direct_routing,
-                          underlay_net=self.cfg.underlay_net)
-        desired = entries_of(by_key.values())
+        """Desired (every peer lease) against a dump of the kernel: add what is missing, chunk by
+        chunk while the next chunk is planned (apply_pipeline.py), then remove what no lease
+        explains."""
         actual = self.nl.dump_entries(self.device.index, AF_INET6 if self.cfg.family == 6 else AF_INET,
                                       direct_within=self.cfg.network)
-        plan = plan_changes(desired, actual)
+        by_key: dict[str, PeerEntries] = {}
+        desired, plan = Entries(), Plan()
         if self.before_full_apply is not None:
             self.before_full_apply()
-        result = self.nl.apply(plan, self.device.index, self.cfg.underlay_index)
+        pipeline = ApplyPipeline(lambda part: self.nl.apply(part, self.device.index, self.cfg.underlay_index))
+        try:
+            for chunk in _chunks(peers, FULL_CHUNK):
+                part = peer_map(own, chunk, self.cfg.family, direct_routing=self.cfg.direct_routing,
+                                underlay_net=self.cfg.underlay_net)
+                part_desired = entries_of(part.values())
+                adds = plan_adds(part_desired, actual)
+                pipeline.submit(Plan(add=adds))
+                plan.add += adds
+                by_key.update(part)
+                desired.update(part_desired)
+            removals = plan_removals(desired, actual)
+            pipeline.submit(removals)
+            plan.del_routes, plan.del_fdbs, plan.del_neighs = removals.del_routes, removals.del_fdbs, removals.del_neighs
+        except BaseException:
+            pipeline.finish(quiet=True)      # what was submitted is done; this error is the one to see
+            raise
+        result = pipeline.finish()
         self.programmed = by_key
         return plan, result
 
@@ -164,3 +186,14 @@ class FamilyPath:
             else:
                 self.programmed[key] = pe
         return plan, result
+
+
+def _chunks(items: Iterable, size: int) -> Iterable[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

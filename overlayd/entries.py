@@ -66,6 +66,12 @@ class Entries:
             self.fdbs.add(peer.fdb)
         self.routes[peer.route.dst] = peer.route
 
+    def update(self, other: "Entries") -> None:
+        """Add another set's entries (the same key: the other's wins)."""
+        self.neighs.update(other.neighs)
+        self.fdbs |= other.fdbs
+        self.routes.update(other.routes)
+
     def __len__(self) -> int:
         return len(self.neighs) + len(self.fdbs) + len(self.routes)
 
