@@ -1,6 +1,7 @@
 """The daemon process itself: start-up while the lease store is down, signals, flags."""
 import os
 import signal
+import stat
 import subprocess
 import time
 
@@ -24,7 +25,8 @@ def test_unreachable_etcd_means_not_ready_and_retrying_not_a_crash_loop(make_net
     log = open(tmp_path / "overlayd.log", "w")
     proc = subprocess.Popen(["ip", "netns", "exec", ns, os.path.join(bin_dir(), "overlayd"),
                              f"--etcd-endpoints=http://127.0.0.1:{port}", f"--subnet-file={tmp_path}/subnet.env",
-                             "--healthz-ip=127.0.0.1", "--healthz-port=8471"], stdout=log, stderr=subprocess.STDOUT)
+                             "--healthz-ip=127.0.0.1", "--healthz-port=8471", f"--cni-socket={tmp_path}/cni.sock",
+                             f"--cni-data-dir={tmp_path}/cni"], stdout=log, stderr=subprocess.STDOUT)
     try:
         def get(path):
             out = run(["/usr/bin/python3", "-c", "import urllib.request,urllib.error\n"
@@ -45,6 +47,9 @@ def test_unreachable_etcd_means_not_ready_and_retrying_not_a_crash_loop(make_net
         assert open(tmp_path / "overlayd.log").read().count("lease store unavailable") >= 2
         assert proc.poll() is None, open(tmp_path / "overlayd.log").read()
         assert get("/healthz")[0] == 200
+        # The health server and the CNI service wait for the datapath to be programmed, but not
+        # for a store that cannot be reached: pods still get served from the last subnet.env.
+        assert stat.S_ISSOCK(os.stat(tmp_path / "cni.sock").st_mode)
         code, body = get("/readyz")
         assert code == 503 and "subnet file written" in body
         assert not (tmp_path / "subnet.env").exists()
