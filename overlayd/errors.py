@@ -1,4 +1,4 @@
-"""The project's own exceptions; layers above netlink never see pyroute2's."""
+"""The project's own exceptions; layers above netlink never see a netlink socket's OSError."""
 
 
 class OverlayError(Exception):

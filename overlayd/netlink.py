@@ -1,96 +1,59 @@
-"""Netlink, and nothing else: the only module that imports pyroute2.
+"""Netlink, and nothing else: links, addresses, routing lookups, datapath entries, link events.
 
-Small functions on plain data (overlayd.entries, LinkInfo). Every pyroute2 error is turned into
-DatapathError, with the errno meanings decided once in overlayd.netlink_errors (for both
-transports): ENODEV is DeviceMissing; ENOENT/ESRCH/ENODEV/EADDRNOTAVAIL on delete mean the entry
-is already gone, which is what we wanted: success. EEXIST on an add we issue with replace/append
-semantics does not happen; elsewhere it is an error.
-A Netlink object must be used from the thread that created it (pyroute2 0.9 binds its loop to it).
+Small functions on plain data (overlayd.entries, LinkInfo). Everything goes over raw rtnetlink
+sockets of our own (no pyroute2): Wire (overlayd.netlink_wire) sends and receives, and
+overlayd.netlink_links / overlayd.netlink_parse build and read the messages. Every error is
+turned into DatapathError, with the errno meanings decided once in overlayd.netlink_errors:
+ENODEV is DeviceMissing; ENOENT/ESRCH/ENODEV/EADDRNOTAVAIL on delete mean the entry is already
+gone, which is what we wanted: success. EEXIST on an add we issue with replace/append semantics
+does not happen; elsewhere it is an error. The kernel's extended-ack text is kept in the message.
+A Netlink object may be used from any thread, but from one at a time.
 
-Bulk work (the ARP/FDB/route entries of thousands of peers, and their dumps) does not go through
-pyroute2 but through Wire below: a raw rtnetlink socket with hand-packed requests sent thousands
-at a time and hand-parsed answers. Links, addresses and the link watcher stay on pyroute2.
+Bulk work (the ARP/FDB/route entries of thousands of peers, and their dumps) is sent thousands
+of requests at a time with hand-parsed answers; links and addresses are one acked request each.
 """
 from __future__ import annotations
 
 import errno as errno_mod
-import importlib.util
 import ipaddress
 import logging
 import os
-import sys
+import select
+import socket
 import threading
 from typing import Callable, Optional
-
-
-def _register_pyroute2_lazily() -> None:
-    """pyroute2's package __init__ imports every module it ships (NDB, IPDB, wireless, plan9, ...):
-    about half of its import time and ~6 MB of RSS the daemon never uses, on every start-up. Register
-    the package without running its __init__, so only the submodules imported below load; the first
-    name asked of the package itself that is not a submodule (`from pyroute2 import Conntrack`)
-    runs the real __init__ then, so such imports elsewhere keep working."""
-    if "pyroute2" in sys.modules:
-        return
-    spec = importlib.util.find_spec("pyroute2")
-    pkg = importlib.util.module_from_spec(spec)       # __path__, __spec__ set; __init__ not run
-
-    def full_init(name: str):
-        if importlib.util.find_spec(f"pyroute2.{name}") is not None:
-            raise AttributeError(name)                # a submodule: the import system loads it
-        del pkg.__getattr__
-        spec.loader.exec_module(pkg)
-        return getattr(pkg, name)
-
-    pkg.__getattr__ = full_init
-    sys.modules["pyroute2"] = pkg
-
-
-_register_pyroute2_lazily()
-
-from pyroute2 import config as pyroute2_config  # noqa: E402
-from pyroute2.iproute.linux import IPRoute  # noqa: E402
-from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK  # noqa: E402
 
 from .entries import Entries, FdbEntry, NeighEntry, Plan, RouteEntry
 from .errors import DatapathError, DeviceMissing
 from .netlink_types import Address, ApplyResult, LinkEvent, LinkInfo, VxlanSpec  # noqa: F401 (re-exported)
-from .netlink_errors import datapath_error, error_code, from_exception, is_gone
-from .netlink_wire import (AF_INET, AF_INET6, ETHTOOL_GTXCSUM, ETHTOOL_STXCSUM, RT_TABLE_MAIN, RTM_GETNEIGH,
-                           RTM_GETROUTE, RTPROT_KERNEL, RTPROT_OVERLAYD, Request, Wire, _family, ethtool_value,
+from .netlink_errors import datapath_error, from_exception, is_gone
+from .netlink_links import (RTM_GETADDR, RTM_GETLINK, WATCH_GROUPS, addr_dump_request, addr_request,
+                            default_route_oif, fits_ifname, link_del_request, link_dump_request, link_get_request,
+                            link_set_request, parse_addresses, parse_events, parse_links, parse_route_oif,
+                            route_get_request, vxlan_create_request)
+from .netlink_netns import socket_in_netns
+from .netlink_wire import (AF_INET, AF_INET6, ETHTOOL_GTXCSUM, ETHTOOL_STXCSUM, RTM_GETNEIGH, RTM_GETROUTE,
+                           RTPROT_KERNEL, RTPROT_OVERLAYD, SO_RCVBUFFORCE, Request, Wire, _family, ethtool_value,
                            fdb_dump_request, fdb_request, ip_text, neigh_dump_request, neigh_request,
                            route_dump_request, route_request)
 from .netlink_parse import parse_neighbours, parse_routes, within
 
 log = logging.getLogger(__name__)
 
-IFA_F_NODAD = 0x02
-
-# IPRoute(netns=...) forks a child that opens the socket inside the namespace, hands it back and
-# is then sent SIGTERM. A child still running Python when that arrives would, with an inherited
-# Python SIGTERM handler (a daemon's graceful shutdown, the lab's cleanup-on-signal), raise in the
-# parent's copied stack and run the parent's finally blocks (closing the shared netlink sockets,
-# removing the lab's namespaces); the benchmark saw this as the parent hanging in a pyroute2 call
-# that never got its answer. This makes the child restore the default SIGTERM action before it
-# hands the socket back, so SIGTERM ends it at once.
-pyroute2_config.disable_mp_signal = True
-
+WATCH_POLL = 0.5               # seconds: how soon watch_links notices `stop`
+WATCH_BUFFER = 1 << 20         # the event socket's receive buffer; a burst beyond it is ENOBUFS
 
 
 class Netlink:
     def __init__(self, netns: Optional[str] = None):
         self.netns = netns
-        self._wire: Optional[Wire] = None      # the bulk socket, opened on first use
         try:
-            self._ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
-        except (NetlinkError, OSError) as err:
+            self._wire = Wire(netns)
+        except OSError as err:
             raise from_exception(f"open netlink socket (netns {netns})", err) from None
 
     def close(self) -> None:
-        if self._wire is not None:
-            self._wire.close()
-            self._wire = None
-        self._ipr.close()
+        self._wire.close()
 
     def __enter__(self):
         return self
@@ -98,83 +61,56 @@ class Netlink:
     def __exit__(self, *exc):
         self.close()
 
-    # -- errors -----------------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable, *args, ok_if_gone: bool = False, **kwargs):
+    # -- one request, one answer ------------------------------------------------------------------
+    def _request(self, what: str, req: Callable[[], Request], ok_if_gone: bool = False) -> Optional[list[bytes]]:
+        """Build the request and send it; its answer messages (None: gone and ok_if_gone).
+        An input the request cannot carry (a malformed IP or MAC) is EINVAL before any I/O."""
         try:
-            return fn(*args, **kwargs)
-        except (NetlinkError, OSError) as err:
-            if ok_if_gone and is_gone(error_code(err)):
+            kind, flags, payload = req()
+        except ValueError as err:
+            raise DatapathError(what, errno_mod.EINVAL, str(err)) from None
+        try:
+            return self._wire.request(kind, flags, payload)
+        except OSError as err:
+            if ok_if_gone and is_gone(err.errno or 0):
                 return None
             raise from_exception(what, err) from None
 
     # -- links --------------------------------------------------------------------------------
-    @staticmethod
-    def _link_info(msg) -> LinkInfo:
-        kind = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-        data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA") if kind == "vxlan" else None
-        get = (lambda k: data.get(k)) if data is not None else (lambda k: None)
-        return LinkInfo(
-            index=msg["index"], name=msg.get("IFLA_IFNAME"), mac=(msg.get("IFLA_ADDRESS") or None),
-            mtu=msg.get("IFLA_MTU") or 0, kind=kind, up=bool(msg["flags"] & 1),
-            vxlan_id=get("IFLA_VXLAN_ID"), vxlan_port=get("IFLA_VXLAN_PORT"),
-            vxlan_local=get("IFLA_VXLAN_LOCAL") or get("IFLA_VXLAN_LOCAL6"),
-            vxlan_link=get("IFLA_VXLAN_LINK"),
-            vxlan_learning=None if data is None else bool(get("IFLA_VXLAN_LEARNING")),
-            vxlan_gbp=data is not None and get("IFLA_VXLAN_GBP") is not None,
-        )
-
     def links(self) -> list[LinkInfo]:
-        return [self._link_info(m) for m in self._call("dump links", self._ipr.get_links)]
+        return parse_links(self._dump("dump links", RTM_GETLINK, link_dump_request()))
 
     def link(self, name: Optional[str] = None, index: Optional[int] = None) -> Optional[LinkInfo]:
         if index is None:
-            found = self._call(f"look up link {name}", self._ipr.link_lookup, ifname=name)
-            if not found:
-                return None
-            index = found[0]
-        msgs = self._call(f"get link {name or index}", self._ipr.get_links, index, ok_if_gone=True)
-        return self._link_info(msgs[0]) if msgs else None
+            if not fits_ifname(name or ""):
+                return None              # no link can have this name (the kernel refuses to look it up)
+            payload = link_get_request(name=name)
+        else:
+            payload = link_get_request(index)
+        answer = self._request(f"get link {name or index}", lambda: (RTM_GETLINK, 0, payload), ok_if_gone=True)
+        found = parse_links(answer or ())
+        return found[0] if found else None
 
     def create_vxlan(self, spec: VxlanSpec) -> LinkInfo:
-        kwargs = dict(ifname=spec.name, kind="vxlan", vxlan_id=spec.vni, vxlan_port=spec.port,
-                      vxlan_link=spec.underlay_index, vxlan_learning=int(spec.learning), mtu=spec.mtu)
-        kwargs["vxlan_local6" if ":" in spec.local_ip else "vxlan_local"] = spec.local_ip
-        if spec.gbp:
-            kwargs["vxlan_gbp"] = True
-        if spec.mac:
-            kwargs["address"] = spec.mac
-        self._call(f"create vxlan device {spec.name}", self._ipr.link, "add", **kwargs)
+        self._request(f"create vxlan device {spec.name}", lambda: vxlan_create_request(spec))
         info = self.link(spec.name)
         if info is None:
             raise DeviceMissing(f"create vxlan device {spec.name}", errno_mod.ENODEV, "gone right after creation")
         return info
 
     def delete_link(self, index: int) -> None:
-        self._call(f"delete link {index}", self._ipr.link, "del", index=index, ok_if_gone=True)
+        self._request(f"delete link {index}", lambda: link_del_request(index), ok_if_gone=True)
 
     def set_link(self, index: int, *, up: Optional[bool] = None, mtu: Optional[int] = None,
                  mac: Optional[str] = None) -> None:
-        kwargs = {}
-        if up is not None:
-            kwargs["state"] = "up" if up else "down"
-        if mtu is not None:
-            kwargs["mtu"] = mtu
-        if mac is not None:
-            kwargs["address"] = mac
-        if kwargs:
-            self._call(f"set link {index} {kwargs}", self._ipr.link, "set", index=index, **kwargs)
+        changes = {k: v for k, v in (("up", up), ("mtu", mtu), ("mac", mac)) if v is not None}
+        if changes:
+            self._request(f"set link {index} {changes}", lambda: link_set_request(index, up, mtu, mac))
 
     # -- addresses ----------------------------------------------------------------------------
     def addresses(self, index: Optional[int] = None, family: int = AF_INET) -> list[Address]:
-        kwargs = {"family": family}
-        if index is not None:
-            kwargs["index"] = index
-        out = []
-        for m in self._call("dump addresses", self._ipr.get_addr, **kwargs):
-            ip = m.get("IFA_ADDRESS") if family == AF_INET6 else (m.get("IFA_LOCAL") or m.get("IFA_ADDRESS"))
-            if ip:
-                out.append(Address(m["index"], ip, m["prefixlen"]))
-        return out
+        """The addresses of a family (on one link): none, not an error, for a link that is gone."""
+        return parse_addresses(self._dump("dump addresses", RTM_GETADDR, addr_dump_request(family)), family, index)
 
     def ensure_only_address(self, index: int, ip: str, prefixlen: int) -> bool:
         """Make `ip/prefixlen` the only address of this family on the device. True if it changed."""
@@ -183,45 +119,35 @@ class Netlink:
         changed = False
         for a in have:
             if (a.ip, a.prefixlen) != (ip, prefixlen):
-                self._call(f"remove address {a.ip}/{a.prefixlen}", self._ipr.addr, "del", index=index,
-                           address=a.ip, prefixlen=a.prefixlen, ok_if_gone=True)
+                self._request(f"remove address {a.ip}/{a.prefixlen}",
+                              lambda: addr_request("del", index, a.ip, a.prefixlen), ok_if_gone=True)
                 changed = True
         if not any((a.ip, a.prefixlen) == (ip, prefixlen) for a in have):
-            # IPv6: no duplicate address detection. Nothing on a learning-off vxlan device could
-            # answer it, and a tentative address would hold forwarded pod traffic back ~2 s.
-            extra = {"flags": IFA_F_NODAD} if fam == AF_INET6 else {}
-            self._call(f"add address {ip}/{prefixlen}", self._ipr.addr, "replace", index=index,
-                       address=ip, prefixlen=prefixlen, **extra)
+            # IPv6: no duplicate address detection (addr_request sets nodad). Nothing on a
+            # learning-off vxlan device could answer it, and a tentative address would hold
+            # forwarded pod traffic back ~2 s.
+            self._request(f"add address {ip}/{prefixlen}", lambda: addr_request("replace", index, ip, prefixlen))
             changed = True
         return changed
 
     # -- routing lookups ------------------------------------------------------------------------
     def default_route_index(self, family: int = AF_INET) -> Optional[int]:
-        for r in self._call("dump routes", self._ipr.get_routes, family=family, table=RT_TABLE_MAIN):
-            if r["dst_len"] == 0 and r.get("RTA_OIF"):
-                return r.get("RTA_OIF")
-            mp = r.get("RTA_MULTIPATH")
-            if r["dst_len"] == 0 and mp:
-                return mp[0]["oif"]
-        return None
+        """The interface of the main table's default route (a multipath one's first next hop)."""
+        return default_route_oif(self._dump("dump routes", RTM_GETROUTE, route_dump_request(family)))
 
     def route_get_index(self, dst: str) -> Optional[int]:
         """The interface the kernel would send to dst through, or None when it has no route."""
         try:
-            msgs = self._call(f"route get {dst}", self._ipr.route, "get", dst=dst, ok_if_gone=True)
+            answer = self._request(f"route get {dst}", lambda: (RTM_GETROUTE, 0, route_get_request(dst)),
+                                   ok_if_gone=True)
         except DatapathError as err:
             if err.errno in (errno_mod.ENETUNREACH, errno_mod.EHOSTUNREACH):
                 return None
             raise
-        return msgs[0].get("RTA_OIF") if msgs else None
+        return parse_route_oif(answer) if answer else None
 
     # -- datapath entries -----------------------------------------------------------------------
     def _bulk(self) -> Wire:
-        if self._wire is None:
-            try:
-                self._wire = Wire(self.netns)
-            except OSError as err:
-                raise from_exception(f"open netlink socket (netns {self.netns})", err) from None
         return self._wire
 
     def _dump(self, what: str, kind: int, payload: bytes) -> list[bytes]:
@@ -384,18 +310,25 @@ class Netlink:
     @staticmethod
     def watch_links(netns: Optional[str], stop: threading.Event, on_event: Callable[[LinkEvent], None],
                     ready: Optional[threading.Event] = None) -> None:
-        """Blocking loop (run it in its own thread): report link and address changes until stop."""
-        mon = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+        """Blocking loop (run it in its own thread): report link and address changes until stop,
+        which it notices within WATCH_POLL seconds.
+
+        A socket error ends it as OSError, ENOBUFS too (a burst overflowed the receive buffer and
+        events were lost): the caller reopens the watch and reconciles in full, which covers the gap.
+        """
+        sock = socket_in_netns(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
-            mon.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, WATCH_BUFFER)
+            except OSError:              # not CAP_NET_ADMIN: capped at net.core.rmem_max
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WATCH_BUFFER)
+            sock.bind((0, WATCH_GROUPS))
             if ready is not None:
                 ready.set()
-            kinds = {"RTM_NEWLINK": "link-new", "RTM_DELLINK": "link-del",
-                     "RTM_NEWADDR": "addr-new", "RTM_DELADDR": "addr-del"}
             while not stop.is_set():
-                for msg in mon.get():
-                    kind = kinds.get(msg.get("event"))
-                    if kind:
-                        on_event(LinkEvent(kind, msg.get("index", 0), msg.get("IFLA_IFNAME")))
+                readable, _, _ = select.select([sock], [], [], WATCH_POLL)
+                if readable:
+                    for event in parse_events(sock.recv(1 << 16)):
+                        on_event(event)
         finally:
-            mon.close()
+            sock.close()

@@ -1,4 +1,4 @@
-"""The one place that turns a netlink errno into meaning, for both transports (pyroute2 and Wire).
+"""The one place that turns a netlink errno into meaning (overlayd.netlink's Wire and sockets).
 
 - ENODEV: the device is not there: DeviceMissing (the daemon recreates it and reconciles in full).
 - ENOENT, ESRCH, ENODEV, EADDRNOTAVAIL on a delete: already gone, which is what we wanted
@@ -26,12 +26,14 @@ def datapath_error(what: str, code: int, message: str = "") -> DatapathError:
 
 
 def error_code(err: BaseException) -> int:
-    """The errno of pyroute2's NetlinkError (.code) or of an OSError (.errno); 0 if none."""
+    """The errno of an OSError (.errno), or of an exception with .code (pyroute2's NetlinkError
+    shape, which tests and tools may still hand in); 0 if none."""
     return getattr(err, "code", None) or getattr(err, "errno", None) or 0
 
 
 def from_exception(what: str, err: BaseException) -> DatapathError:
-    """datapath_error for a failed call: pyroute2's NetlinkError (code, text) or an OSError."""
+    """datapath_error for a failed call: an OSError (errno, text), or an exception shaped
+    (code, text) with .code like pyroute2's NetlinkError."""
     code = error_code(err)
     args = getattr(err, "args", ())
     if hasattr(err, "code") and len(args) > 1:          # NetlinkError(code, text)

@@ -1,8 +1,9 @@
 """The wire under overlayd.netlink: a raw rtnetlink socket, hand-packed requests, hand-parsed dumps.
 
-No pyroute2 here (overlayd.netlink stays the one module that imports it): fixed-layout netlink
-headers packed with struct, thousands of requests per send, answers matched by sequence number.
-Plain data in (overlayd.entries), bytes and tuples out.
+Fixed-layout netlink headers packed with struct, thousands of requests per send, answers matched
+by sequence number; single acked requests for the rest (links, addresses, route lookups, whose
+messages overlayd.netlink_links builds and parses). Plain data in (overlayd.entries), bytes and
+tuples out.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import ipaddress
 import os
 import socket
 import struct
-import threading
 from typing import Optional
 
 from .entries import FdbEntry, NeighEntry, RouteEntry
+from .netlink_netns import socket_in_netns
 
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
@@ -33,8 +34,8 @@ def _family(ip: str) -> int:
 
 
 # -- the wire: a raw rtnetlink socket for bulk requests and fast dumps ----------------------------
-# pyroute2 builds and parses every message as a tree of Python objects and waits for each answer:
-# ~2k requests/s here. A node with 5,000 peers needs 15,000 entries, so the bulk work (datapath
+# pyroute2 (which the daemon no longer uses) builds and parses every message as a tree of Python
+# objects and waits for each answer: ~2k requests/s here. A node with 5,000 peers needs 15,000 entries, so the bulk work (datapath
 # entries and their dumps) goes over a socket of our own: fixed-layout headers packed with struct,
 # thousands of requests per send, each with its own sequence number, and every error answer
 # matched back to its request by that number. The kernel handles the requests of one send in
@@ -183,59 +184,19 @@ def _ext_ack_message(data, off: int, ln: int, flags: int) -> str:
     return ""
 
 
-CLONE_NEWNET = 0x40000000
-NETNS_RUN_DIR = "/var/run/netns"
-
-
-def socket_in_netns(netns: Optional[str], family: int, kind: int, proto: int = 0) -> socket.socket:
-    """A socket that lives in the named network namespace (or a path to one; None: ours).
-
-    A short-lived thread enters the namespace (setns moves only the calling thread), opens the
-    socket and ends; the socket stays in the namespace it was made in. No fork: pyroute2's
-    create_socket forks a child, which costs a process and, in a process with Python signal
-    handlers, lets the child run the parent's code when it is sent SIGTERM.
-    A missing namespace is FileNotFoundError; it is never created.
-    """
-    if not netns:
-        return socket.socket(family, kind, proto)
-    path = netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
-    box: dict = {}
-
-    def enter_and_open() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc().setns(fd, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns {path}: {os.strerror(code)}")
-            finally:
-                os.close(fd)
-            box["sock"] = socket.socket(family, kind, proto)
-        except BaseException as err:
-            box["err"] = err
-
-    t = threading.Thread(target=enter_and_open, name=f"setns-{netns}", daemon=True)
-    t.start()
-    t.join()
-    if "err" in box:
-        raise box["err"]
-    return box["sock"]
-
-
-_LIBC: Optional[ctypes.CDLL] = None
-
-
-def _libc() -> ctypes.CDLL:
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    return _LIBC
+def _error_ack(data, off: int, ln: int, flags: int) -> OSError:
+    """The OSError of an error ack: its errno, strerror and the kernel's text when it gave one."""
+    err = -_I32.unpack_from(data, off + 16)[0]
+    text = _ext_ack_message(data, off, ln, flags)
+    return OSError(err, f"{os.strerror(err)}: {text}" if text else os.strerror(err))
 
 
 class Wire:
     """A raw NETLINK_ROUTE socket in a namespace: pipelined requests and dumps, bytes in and out.
 
-    Errors here are OSError (the socket) or a per-request (errno, text) the caller interprets.
+    Errors here are OSError (the socket, an error ack of a dump or of one request) or, for the
+    pipelined requests, a per-request (errno, text) the caller interprets. Any thread may use it,
+    one at a time (it keeps one receive buffer and one sequence counter).
     """
 
     def __init__(self, netns: Optional[str] = None):
@@ -347,10 +308,33 @@ class Wire:
                         chunks.append(data[:off])
                         return chunks, interrupted
                     if mkind == NLMSG_ERROR:
-                        err = -_I32.unpack_from(data, off + 16)[0]
-                        raise OSError(err, f"{os.strerror(err)} {_ext_ack_message(data, off, ln, flags)}".strip())
+                        raise _error_ack(data, off, ln, flags)
                 off += (ln + 3) & ~3
             chunks.append(data)
+
+    def request(self, kind: int, flags: int, payload: bytes) -> list[bytes]:
+        """One request, acked: the messages it was answered with (each whole), once its ack is in.
+
+        For the requests that are not bulk: a link, an address, `ip route get`. An error ack is
+        OSError(errno, "strerror: the kernel's extended-ack text").
+        """
+        seq = self._next_seqs(1)
+        self.sock.send(_HDR.pack(16 + len(payload), kind, flags | NLM_F_REQUEST | NLM_F_ACK, seq, 0) + payload)
+        answers = []
+        while True:
+            data = self.sock.recv(1 << 17)
+            off, end = 0, len(data)
+            while off + 16 <= end:
+                ln, mkind, mflags, mseq, _ = _HDR.unpack_from(data, off)
+                if ln < 16:
+                    break
+                if mseq == seq:
+                    if mkind == NLMSG_ERROR:
+                        if _I32.unpack_from(data, off + 16)[0]:
+                            raise _error_ack(data, off, ln, mflags)
+                        return answers
+                    answers.append(data[off:off + ln])
+                off += (ln + 3) & ~3
 
 
 # -- requests the dumps start with, and small decoders ---------------------------------------------

@@ -1,7 +1,7 @@
 """Two start-up helpers of the daemon, measured from outside (bench/bench_startup.py):
 
 - start_prefetch: the lease store's first reads (the network config; with etcd, every lease) in a
-  thread, while the main thread imports pyroute2 and the daemon. The store works in its own
+  thread, while the main thread imports the daemon. The store works in its own
   process meanwhile, so the read's wait overlaps the imports. Errors are left for the real start
   to meet and report (it reads again when nothing was prefetched).
 - SideServices: the health server and the CNI service start once the datapath is being
