@@ -34,6 +34,17 @@ def _as_bytes(key: Key) -> bytes:
     return key.encode() if isinstance(key, str) else key
 
 
+def _json(path: str, data: bytes) -> dict:
+    """An answer as a dict; EtcdRefused if it is none (say, a proxy's HTML page with status 200)."""
+    try:
+        obj = json.loads(data)
+    except ValueError as err:
+        raise EtcdRefused(None, f"{path}: the answer is not JSON ({err}): {data[:80]!r}") from None
+    if not isinstance(obj, dict):
+        raise EtcdRefused(None, f"{path}: the answer is not a JSON object: {data[:80]!r}")
+    return obj
+
+
 # ---- transaction parts: plain JSON fragments ----------------------------------------------------
 
 def created_at(key: Key, revision: int) -> dict:
@@ -69,7 +80,7 @@ class EtcdClient:
                                keyfile=keyfile, username=username, password=password)
 
     def _call(self, path: str, body: dict) -> dict:
-        return json.loads(self.gateway.post(path, body))
+        return _json(path, self.gateway.post(path, body))
 
     # ---- keys ---------------------------------------------------------------------------------
 
@@ -119,7 +130,7 @@ class EtcdClient:
         data = self.gateway.post("/v3/lease/keepalive", {"ID": str(lease_id)})
         for line in data.splitlines():          # a streamed call: {"result": {...}} per line
             if line.strip():
-                msg = json.loads(line)
+                msg = _json("/v3/lease/keepalive", line)
                 if "error" in msg:
                     raise error_from(200, line)
                 return int(msg.get("result", {}).get("TTL", 0))

@@ -120,6 +120,9 @@ def error_from(status: int, body: bytes) -> Exception:
             return EtcdUnavailable(f"HTTP {status}: {text}", UNAUTHENTICATED)
         if status >= 500 or status in (408, 429):
             return EtcdUnavailable(f"HTTP {status}: {text}")
+        if status == 404:
+            text += (" (does this etcd serve its JSON gateway? etcd 3.4+ does unless started with "
+                     "--enable-grpc-gateway=false, or from a --config-file without enable-grpc-gateway: true)")
         return EtcdRefused(None, f"HTTP {status}: {text}")
     named = f"{CODE_NAMES.get(code, f'code {code}')}: {message}"
     if code == OUT_OF_RANGE:

@@ -153,7 +153,7 @@ def test_an_answer_without_an_etcd_error_body_is_sorted_by_its_http_status(fake)
     with pytest.raises(BackendUnavailable, match="HTTP 503: upstream gone"):
         get(conn)
     _, conn = fake(always(404, b"404 page not found"))       # an etcd without the gateway
-    with pytest.raises(LeaseError, match="HTTP 404: 404 page not found") as err:
+    with pytest.raises(LeaseError, match="HTTP 404: 404 page not found .does this etcd serve its JSON gateway") as err:
         get(conn)
     assert not isinstance(err.value, BackendUnavailable)
 
@@ -222,3 +222,10 @@ def test_value_and_os_errors_are_not_disguised_as_an_unreachable_store(err):
 
     with pytest.raises(type(err)):
         conn.call("range", fn)
+
+
+def test_an_answer_that_is_not_json_is_a_lease_error_naming_the_call(fake):
+    _, conn = fake(always(200, b"<html>a proxy's page</html>"))
+    with pytest.raises(LeaseError, match="etcd get config at .* failed: /v3/kv/range: the answer is not JSON") as err:
+        get(conn)
+    assert not isinstance(err.value, BackendUnavailable)
