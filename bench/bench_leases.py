@@ -15,6 +15,7 @@ from overlayd.lab.etcd import start_etcd
 from subnet_lease.allocator import choose_subnet
 from subnet_lease.backend import diff_leases
 from subnet_lease.config import parse_net_config
+from subnet_lease.etcd_api import put_op
 from subnet_lease.etcd_backend import EtcdLeaseBackend, EtcdSettings
 from subnet_lease.kube_backend import Annotations, lease_from_node
 from subnet_lease.lease import Lease, lease_from_json
@@ -31,13 +32,12 @@ def _value(i: int) -> str:
 def _fill(backend: EtcdLeaseBackend, config, count: int) -> None:
     """`count` peer leases on one shared etcd lease, written 100 per transaction."""
     client = backend.conn.client()
-    grant = client.lease(86400)
+    grant = client.grant(86400)
     subnets = list(config.network.subnets(new_prefix=config.subnet_len))[1:count + 1]
     for start in range(0, count, 100):
-        ops = [client.transactions.put(f"{PREFIX}/subnets/{s.network_address}-{s.prefixlen}", _value(start + i),
-                                       lease=grant.id)
+        ops = [put_op(f"{PREFIX}/subnets/{s.network_address}-{s.prefixlen}", _value(start + i), lease=grant.id)
                for i, s in enumerate(subnets[start:start + 100])]
-        client.transaction(compare=[], success=ops, failure=[])
+        client.txn([], ops)
 
 
 def _ms(samples: list[float]) -> str:
@@ -62,7 +62,7 @@ def main() -> None:
                 lease = b.acquire(config, template)
                 acquire_times.append(time.perf_counter() - t0)
                 b.close()
-                admin.conn.client().revoke_lease(lease.lease_id)                  # back to 250 leases
+                admin.conn.client().revoke(lease.lease_id)                  # back to 250 leases
             print(f"acquire with 250 leases present (new etcd lease, txn, overlap check): "
                   f"{_ms(acquire_times)} over {len(acquire_times)} runs")
 

@@ -17,7 +17,9 @@ import json
 import sys
 import time
 
-from subnet_lease.etcd_client import EtcdConnection, EtcdSettings
+import pyetcd
+
+from subnet_lease.etcd_client import parse_endpoint
 
 NET_CONF = {"Network": "10.0.0.0/8", "SubnetLen": 24, "Backend": {"Type": "vxlan"}}
 
@@ -41,7 +43,9 @@ def entries(i: int) -> list[tuple]:
 
 
 def main(url: str, prefix: str) -> None:
-    client = EtcdConnection(EtcdSettings(endpoints=(url,), prefix=prefix)).client()
+    # pyetcd (gRPC) on purpose: a client other than the daemon's writes what the daemons read.
+    _, host, port = parse_endpoint(url)
+    client = pyetcd.client(host, port)
     client.put(f"{prefix}/config", json.dumps(NET_CONF))
     grant = client.lease(86400).id
 

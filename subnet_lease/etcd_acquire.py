@@ -17,6 +17,7 @@ from typing import Optional
 from .allocator import PoolExhausted, choose_subnet, is_own, overlaps
 from .backend import AcquireContended, SubnetsQuarantined
 from .config import NetConfig
+from .etcd_api import created_at, delete_op, modified_at, put_op
 from .etcd_quarantine import Quarantine
 from .etcd_reads import LeaseReads
 from .lease import Lease, LeaseFormatError, lease_from_json
@@ -35,18 +36,17 @@ class Acquirer:
     # ---- etcd leases ----------------------------------------------------------------------
     def keepalive(self, lease_id: int) -> int:
         """Refresh an etcd lease; its TTL after the refresh (<= 0: the lease is gone)."""
-        responses = self.conn.call("lease keep-alive", lambda c: list(c.refresh_lease(lease_id)))
-        return responses[0].TTL if responses else 0
+        return self.conn.call("lease keep-alive", lambda c: c.keepalive(lease_id))
 
     def grant(self, ttl: Optional[int] = None) -> tuple[int, int]:
         ttl = ttl or self.settings.lease_ttl
-        grant = self.conn.call("lease grant", lambda c: c.lease(ttl))
+        grant = self.conn.call("lease grant", lambda c: c.grant(ttl))
         return grant.id, grant.ttl
 
     def revoke(self, lease_id: int) -> None:
         """Best effort: an etcd lease we granted but do not use would otherwise live 24 h."""
         try:
-            self.conn.call("lease revoke", lambda c: c.revoke_lease(lease_id))
+            self.conn.call("lease revoke", lambda c: c.revoke(lease_id))
             log.info("revoked unused etcd lease %x", lease_id)
         except Exception as err:  # the store is away: the lease expires after its TTL
             log.warning("could not revoke unused etcd lease %x: %s", lease_id, err)
@@ -98,7 +98,6 @@ class Acquirer:
             new = dataclasses.replace(template, subnet=choice.subnet, ipv6_subnet=choice.ipv6_subnet,
                                       lease_id=None, ttl=None)
             key = s.subnets_prefix + new.key
-            tx = None
             lease_id, ttl = None, None
             if choice.existing is not None:
                 kv = raw[s.subnets_prefix + choice.existing.key]
@@ -108,16 +107,15 @@ class Acquirer:
                     left = self.keepalive(choice.existing.lease_id)
                     if left > 0:
                         lease_id, ttl = choice.existing.lease_id, left
-                tx = lambda c, kv=kv: c.transactions.mod(key) == kv.mod_revision  # noqa: E731
+                compare = [modified_at(key, kv.mod_revision)]
             else:
-                tx = lambda c: c.transactions.create(key) == 0  # noqa: E731
-            compare = [tx]
+                compare = [created_at(key, 0)]
             if choice.existing is None and self.quarantine.enabled:
                 qkey, hold = self.quarantine.key_for(new), holds.get(new.key)
                 if hold is None:      # nobody may have started holding it meanwhile
-                    compare.append(lambda c, qkey=qkey: c.transactions.create(qkey) == 0)
+                    compare.append(created_at(qkey, 0))
                 else:                 # our own hold (others' were avoided): unchanged since read
-                    compare.append(lambda c, qkey=qkey, rev=hold.mod_revision: c.transactions.mod(qkey) == rev)
+                    compare.append(modified_at(qkey, hold.mod_revision))
             if lease_id is None and reuse_lease_id:
                 left = self.keepalive(reuse_lease_id)
                 if left > 0:
@@ -126,9 +124,8 @@ class Acquirer:
                 lease_id, ttl = self.grant()
                 granted.append(lease_id)
             value = new.to_json()
-            ok, _ = self.conn.call("transaction", lambda c: c.transaction(
-                compare=[t(c) for t in compare], success=[c.transactions.put(key, value, lease=lease_id or None)],
-                failure=[]))
+            ok = self.conn.call("transaction", lambda c: c.txn(
+                compare, [put_op(key, value, lease=lease_id or None)])).succeeded
             if ok and choice.existing is None and self._younger_overlap(key, new):
                 ok = False
             if ok:
@@ -174,9 +171,7 @@ class Acquirer:
                     and is_own(lease, template.public_ip, template.public_ipv6)):
                 log.info("deleting our stale lease %s", lease.key)
                 kv = raw[key]
-                self.conn.call("delete", lambda c: c.transaction(
-                    compare=[c.transactions.mod(key) == kv.mod_revision],
-                    success=[c.transactions.delete(key)], failure=[]))
+                self.conn.call("delete", lambda c: c.txn([modified_at(key, kv.mod_revision)], [delete_op(key)]))
                 dropped.append(key)
         return dropped
 
@@ -194,8 +189,6 @@ class Acquirer:
             except LeaseFormatError:
                 continue
             if overlaps(other, new) and kv.create_revision < mine.create_revision:
-                self.conn.call("delete", lambda c: c.transaction(
-                    compare=[c.transactions.mod(key) == mine.mod_revision],
-                    success=[c.transactions.delete(key)], failure=[]))
+                self.conn.call("delete", lambda c: c.txn([modified_at(key, mine.mod_revision)], [delete_op(key)]))
                 return True
         return False

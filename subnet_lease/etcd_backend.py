@@ -59,12 +59,12 @@ class EtcdLeaseBackend:
 
     def get_network_config(self) -> NetConfig:
         key = self.settings.config_key
-        value, _ = self.conn.call("get config", lambda c: c.get(key))
-        if value is None:
+        kv = self.conn.call("get config", lambda c: c.get(key))
+        if kv is None:
             raise ConfigError(f"no network config at {key}: write one, e.g. etcdctl put {key} "
                               f"'{{\"Network\":\"10.244.0.0/16\",\"Backend\":{{\"Type\":\"vxlan\"}}}}'")
         try:
-            return parse_net_config(value)
+            return parse_net_config(kv.value)
         except ConfigError as err:
             raise ConfigError(f"{key}: {err}") from None
 
@@ -89,8 +89,7 @@ class EtcdLeaseBackend:
         leases, _, revision = self.reads.read()
         ttls: dict[int, int] = {}
         for lease_id in {lease.lease_id for lease in leases.values() if lease.lease_id}:
-            info = self.conn.call("lease timetolive", lambda c: c.get_lease_info(lease_id))
-            ttls[lease_id] = info.TTL
+            ttls[lease_id] = self.conn.call("lease timetolive", lambda c: c.time_to_live(lease_id))
         return [dataclasses.replace(lease, ttl=ttls.get(lease.lease_id)) if lease.lease_id else lease
                 for lease in leases.values()], revision
 
@@ -162,4 +161,4 @@ class EtcdLeaseBackend:
 
     def close(self) -> None:
         self._keeper.stop()
-        self.conn.drop()
+        self.conn.close()

@@ -129,9 +129,8 @@ class Keeper:
                 kw.failed = True
             self._wake.set()
 
-        client = self.conn.client()
-        watch_id = self.conn.call("watch own key", lambda c: c.add_watch_callback(key, on_event))
-        kw.cancel_fn = lambda: client.cancel_watch(watch_id)
+        stream = self.conn.call("watch own key", lambda c: c.watch(key, on_event))
+        kw.cancel_fn = stream.cancel
         return kw
 
     def check(self, own: Own) -> None:
@@ -149,12 +148,12 @@ class Keeper:
             else:
                 log.warning("etcd lease %x of %s is gone (expired or revoked)", lease_id, own.lease.key)
                 lease_id = None
-        value, meta = self.conn.call("get own key", lambda c: c.get(own.full_key))
-        intact = (value is not None and (meta.lease_id or None) == own.lease.lease_id
+        kv = self.conn.call("get own key", lambda c: c.get(own.full_key))
+        intact = (kv is not None and (kv.lease or None) == own.lease.lease_id
                   and lease_id == own.lease.lease_id)
         if intact:
             try:
-                intact = lease_from_json(own.full_key, value) == dataclasses.replace(
+                intact = lease_from_json(own.full_key, kv.value) == dataclasses.replace(
                     own.lease, lease_id=None, ttl=None)
             except LeaseFormatError:
                 intact = False

@@ -20,6 +20,7 @@ import logging
 import threading
 from typing import Optional
 
+from .etcd_api import created_at, modified_at, put_op
 from .lease import Lease, LeaseFormatError, parse_subnet_key
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class Quarantine:
         if not self.enabled:
             return {}
         prefix = self.settings.quarantine_prefix
-        resp = self.conn.call("range quarantine", lambda c: c.get_prefix_response(prefix))
+        resp = self.conn.call("range quarantine", lambda c: c.range_prefix(prefix))
         holds = {}
         for kv in resp.kvs:
             try:
@@ -126,10 +127,9 @@ class Quarantine:
         lease_id, _ = self.acquirer.grant(self.settings.lease_ttl + self.settings.quarantine)
         value = hold_value(template)
         compare_rev = None if hold is None else hold.mod_revision
-        ok, _ = self.conn.call("quarantine transaction", lambda c: c.transaction(
-            compare=[c.transactions.create(key) == 0 if compare_rev is None
-                     else c.transactions.mod(key) == compare_rev],
-            success=[c.transactions.put(key, value, lease=lease_id)], failure=[]))
+        compare = created_at(key, 0) if compare_rev is None else modified_at(key, compare_rev)
+        ok = self.conn.call("quarantine transaction", lambda c: c.txn(
+            [compare], [put_op(key, value, lease=lease_id)])).succeeded
         if not ok:
             self.acquirer.revoke(lease_id)
             log.info("quarantine key %s changed meanwhile; trying again at the next check", key)
@@ -139,10 +139,9 @@ class Quarantine:
         self._set_held((key, lease_id))
 
     def _get(self, key: str) -> Optional[Hold]:
-        resp = self.conn.call("get quarantine", lambda c: c.get_response(key))
-        if not resp.kvs:
+        kv = self.conn.call("get quarantine", lambda c: c.get(key))
+        if kv is None:
             return None
-        kv = resp.kvs[0]
         try:
             return parse_hold(key, kv.value, kv.lease, kv.mod_revision)
         except LeaseFormatError as err:

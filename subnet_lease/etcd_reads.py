@@ -34,7 +34,7 @@ class LeaseReads:
         self._handed: Optional[tuple] = None
 
     def read(self, revision: Optional[int] = None) -> tuple[dict[str, Lease], dict[str, object], int]:
-        """key -> Lease, key -> raw kv (for revisions), and the store revision."""
+        """key -> Lease, key -> raw KeyValue (for revisions), and the store revision."""
         leases, raw, _, rev = self.read_all(revision)
         return leases, raw, rev
 
@@ -42,8 +42,7 @@ class LeaseReads:
                  ) -> tuple[dict[str, Lease], dict[str, object], list[Lease], int]:
         """As read, plus a placeholder for each key whose value we cannot parse: it is no peer
         (it is skipped with a warning), but its subnet is still taken, so we never choose it."""
-        kwargs = {"revision": revision} if revision else {}
-        resp = self.conn.call("range", lambda c: c.get_prefix_response(self.settings.subnets_prefix, **kwargs))
+        resp = self.conn.call("range", lambda c: c.range_prefix(self.settings.subnets_prefix, revision=revision))
         self.count += 1
         leases, raw, unparsed = {}, {}, []
         for kv in resp.kvs:
@@ -62,7 +61,7 @@ class LeaseReads:
                 continue
             leases[key] = lease
             raw[key] = kv
-        return leases, raw, unparsed, resp.header.revision
+        return leases, raw, unparsed, resp.revision
 
     def hand_on(self, read: tuple, to: str) -> None:
         self._handed = (time.monotonic(), to, read)

@@ -2,9 +2,10 @@
 
 A removal carries the lease that went away (prev_kv). A key overwritten with a value we cannot
 parse is the removal of the lease it held, as a fresh snapshot would see it; a key that is not
-UTF-8 is skipped with a warning. If etcd has compacted the revision we need (told by the error's
-type or gRPC status, never its text), we re-snapshot and emit the difference against what we
-knew (mark-and-sweep), as Calico's etcdutils does.
+UTF-8 is skipped with a warning. If etcd has compacted the revision we need (told by the gRPC
+status code OUT_OF_RANGE or the watch's compact_revision, never by text), we re-snapshot and emit
+the difference against what we knew (mark-and-sweep), as Calico's etcdutils does. The stream
+itself (its thread, TCP keepalive, cancelling) is etcd_watch_stream's.
 """
 from __future__ import annotations
 
@@ -13,12 +14,9 @@ import queue
 import threading
 from typing import Callable, Iterator, Optional
 
-from pyetcd import events as etcd_events
-from pyetcd import exceptions as etcd_exc
-
 from .backend import BackendUnavailable, diff_leases
 from .backoff import Backoff
-from .etcd_client import describe, is_compacted, is_transport
+from .etcd_client import RevisionCompacted, describe, is_compacted, is_transport
 from .etcd_reads import LeaseReads, decode_key
 from .lease import Lease, LeaseEvent, LeaseFormatError, lease_from_json
 
@@ -32,7 +30,7 @@ def known_at(reads: LeaseReads, snap_cache, revision: int) -> Optional[dict[str,
     try:
         leases, _, _ = reads.read(revision)
         return leases
-    except etcd_exc.RevisionCompactedError:
+    except RevisionCompacted:
         return None
 
 
@@ -45,17 +43,15 @@ def watch_prefix(conn, reads: LeaseReads, settings, from_revision: int, stop: th
     revision = from_revision
     known: Optional[dict[str, Lease]] = None
     while not stop.is_set():
-        client = None
-        watch_id = None
+        stream = None
         try:
             if known is None:
                 known = known_at(reads, snap_cache, revision)
                 if known is None:   # that revision is compacted: resync below
-                    raise etcd_exc.RevisionCompactedError(0)
-            client = conn.new_client()
+                    raise RevisionCompacted(f"revision {revision} is compacted")
             responses: queue.Queue = queue.Queue()
-            watch_id = client.add_watch_prefix_callback(
-                s.subnets_prefix, responses.put, start_revision=revision + 1, prev_kv=True)
+            stream = conn.call("watch", lambda c: c.watch(s.subnets_prefix, responses.put, prefix=True,
+                                                          start_revision=revision + 1, prev_kv=True))
             backoff.reset()
             while not stop.is_set():
                 try:
@@ -68,7 +64,7 @@ def watch_prefix(conn, reads: LeaseReads, settings, from_revision: int, stop: th
                     raise BackendUnavailable("the watch stream was closed by the server")
                 batch = apply_events(item.events, known)
                 for ev in item.events:
-                    revision = max(revision, ev.mod_revision)
+                    revision = max(revision, ev.kv.mod_revision)
                 if batch:
                     yield batch
         except Exception as err:
@@ -95,37 +91,29 @@ def watch_prefix(conn, reads: LeaseReads, settings, from_revision: int, stop: th
             else:
                 raise
         finally:
-            if client is not None:
-                if watch_id is not None:
-                    try:
-                        client.cancel_watch(watch_id)
-                    except Exception:
-                        pass
-                try:
-                    client.close()
-                except Exception:
-                    pass
+            if stream is not None:
+                stream.cancel()
 
 
 def apply_events(events, known: dict[str, Lease]) -> list[LeaseEvent]:
-    """etcd watch events -> LeaseEvents, updating `known` (key -> Lease) as they apply."""
+    """etcd WatchEvents -> LeaseEvents, updating `known` (key -> Lease) as they apply."""
     batch = []
     for ev in events:
-        key = decode_key(ev.key)
+        key = decode_key(ev.kv.key)
         if key is None:
             continue
-        if isinstance(ev, etcd_events.DeleteEvent):
+        if ev.kind == "delete":
             old = known.pop(key, None)
-            if old is None and ev._event.HasField("prev_kv"):
+            if old is None and ev.prev_kv is not None:
                 try:
-                    old = lease_from_json(key, ev._event.prev_kv.value)
+                    old = lease_from_json(key, ev.prev_kv.value)
                 except LeaseFormatError:
                     old = None
             if old is not None:
                 batch.append(LeaseEvent("removed", old))
             continue
         try:
-            lease = lease_from_json(key, ev.value, lease_id=ev.lease or None)
+            lease = lease_from_json(key, ev.kv.value, lease_id=ev.kv.lease or None)
         except LeaseFormatError as err:
             # Overwritten with something we cannot read: the lease it replaced is gone, as a
             # fresh snapshot (a restarted daemon) would see it.

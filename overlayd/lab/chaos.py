@@ -2,7 +2,7 @@
 
 - `Blackhole`: nftables in the switch namespace drops the lease store's packets both ways.
   Nothing is closed: TCP connections stay half-open and clients only notice by their own
-  timeouts (gRPC keepalive for etcd, watch/request timeouts for the Kubernetes API), which is
+  timeouts (call timeouts and TCP keepalive for etcd, watch/request timeouts for the Kubernetes API), which is
   what a partitioned or hung store looks like, unlike a clean stop that resets connections.
 - `reboot_node`: the node's processes are killed, its namespaces (node and pods) and /run
   state (subnet file, CNI socket) go away; its /var/lib state (the plugin's cache, host-local's

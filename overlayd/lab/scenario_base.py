@@ -10,7 +10,7 @@ from . import probes
 from .cluster import Lab
 
 FD_SLACK = 4            # a reconnect may leave a new socket or timer fd in place of the old one
-THREAD_SLACK = 4        # gRPC may start a poller thread per new channel
+THREAD_SLACK = 4        # a watch being re-created has a reader thread ending while the next starts
 
 
 @dataclasses.dataclass

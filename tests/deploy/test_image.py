@@ -105,10 +105,12 @@ def test_the_daemon_runs_from_the_assembled_venv_not_the_source_tree(image_root)
     assert "--kube-subnet-mgr" in proc.stdout and "--healthz-port" in proc.stdout
     where = subprocess.run(
         [image_root + PREFIX + "/venv/bin/python", "-c",
-         # The modules that pull in every runtime dependency (grpc, pyetcd, kubernetes, pyroute2,
+         # The modules that pull in every runtime dependency (kubernetes, pyroute2,
          # prometheus_client): the image must be complete without the source tree or the dev venv.
-         "import overlayd, overlayd.daemon, overlayd.metrics, subnet_lease.etcd_backend,"
+         # The etcd backend speaks etcd's JSON gateway: grpc and pyetcd are not in the image.
+         "import importlib.util, overlayd, overlayd.daemon, overlayd.metrics, subnet_lease.etcd_backend,"
          " subnet_lease.kube_backend, cni_plugin.install; import kubernetes, pyroute2;"
+         "assert not [m for m in ('grpc', 'pyetcd') if importlib.util.find_spec(m)], 'grpc/pyetcd in the image';"
          "print(overlayd.__file__)"],
         capture_output=True, text=True, env=MINIMAL_ENV, cwd="/", timeout=60)
     assert where.returncode == 0, where.stderr

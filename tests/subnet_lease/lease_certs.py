@@ -26,7 +26,11 @@ def make_certs(directory: str) -> Certs:
     d = directory
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=overlayd-test-ca",
              "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+    # The server certificate is also a client one (as kubeadm's etcd certificates are): etcd's JSON
+    # gateway, which overlayd speaks, dials etcd's own gRPC port with it, and with
+    # --client-cert-auth etcd refuses it otherwise (every /v3 call: UNAVAILABLE).
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                 "extendedKeyUsage=serverAuth,clientAuth"),
                       ("client", "extendedKeyUsage=clientAuth")):
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=overlayd-test-{name}",
                  "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)

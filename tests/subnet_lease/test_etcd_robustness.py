@@ -10,6 +10,7 @@ import pytest
 
 from subnet_lease.backend import BackendUnavailable, LeaseError
 from subnet_lease.config import parse_net_config
+from subnet_lease.etcd_api import put_op
 from subnet_lease.etcd_backend import EtcdLeaseBackend, EtcdSettings
 from subnet_lease.etcd_client import EtcdConnection
 from subnet_lease.lease import Lease
@@ -201,10 +202,9 @@ def test_a_key_that_is_not_utf8_is_skipped_with_a_warning_naming_it(make, etcd_s
         # In one watch batch: a good lease, the bad key again, another good lease.
         client = b.conn.new_client()
         try:
-            client.transaction(compare=[], failure=[], success=[
-                client.transactions.put(f"{subnets}10.244.2.0-24".encode(), peer_value(2)),
-                client.transactions.put(f"{subnets}bad-".encode() + b"\xfe", "{}"),
-                client.transactions.put(f"{subnets}10.244.3.0-24".encode(), peer_value(3))])
+            client.txn([], [put_op(f"{subnets}10.244.2.0-24", peer_value(2)),
+                            put_op(f"{subnets}bad-".encode() + b"\xfe", "{}"),
+                            put_op(f"{subnets}10.244.3.0-24", peer_value(3))])
         finally:
             client.close()
         wait_for(lambda: len(col.seen()) >= 2, what="both good leases")

@@ -13,6 +13,7 @@ from overlayd.backend_flags import add_backend_arguments, make_backend
 from overlayd.lab.etcd import start_etcd
 from subnet_lease.backend import BackendUnavailable
 from subnet_lease.lease import Lease
+from watching import Collector, wait_for
 
 NETCONF = '{"Network":"10.244.0.0/16"}'
 TEMPLATE = Lease(subnet=None, public_ip=ipaddress.ip_address("192.0.2.1"),
@@ -39,6 +40,15 @@ def test_tls_with_client_certificates(cleanup):
         lease = b.acquire(b.get_network_config(), TEMPLATE)
         out = server.etcdctl("get", f"/coreos.com/network/subnets/{lease.key}", "--print-value-only").stdout
         assert '"PublicIP":"192.0.2.1"' in out
+        # The watch streams over TLS too.
+        _, revision = b.snapshot()
+        col = Collector(b, revision, shape=lambda e: (e.kind, e.lease.key))
+        try:
+            server.etcdctl("put", "/coreos.com/network/subnets/10.244.99.0-24",
+                           '{"PublicIP":"192.0.2.99","BackendType":"vxlan"}')
+            wait_for(lambda: col.seen() == [("added", "10.244.99.0-24")], what="a peer seen over TLS")
+        finally:
+            col.close()
     finally:
         b.close()
 
