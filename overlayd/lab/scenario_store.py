@@ -87,7 +87,7 @@ def owner_cut_off_past_ttl(*, lease_ttl: int = 8, newcomer: bool = False, log=la
     its lease while n1 lives. With `newcomer`, the pool (4 subnets) has its one spare reserved
     and a fourth node joins during the partition: the only subnet that looks free is n1's
     expired one, which its quarantine key (--subnet-quarantine) keeps from the newcomer; the
-    newcomer waits, and once the partition is over and the spare is released, takes the spare."""
+    newcomer waits, and once the spare is released (still during the partition) takes the spare."""
     net_conf = {"Network": "10.244.0.0/16", "SubnetMin": "10.244.1.0", "SubnetMax": "10.244.4.0",
                 "Backend": {"Type": "vxlan"}}
     lab = Lab(log=log, net_conf=net_conf, daemon_args=(f"--subnet-lease-ttl={lease_ttl}",))
@@ -125,13 +125,18 @@ def owner_cut_off_past_ttl(*, lease_ttl: int = 8, newcomer: bool = False, log=la
             out["newcomer_took_owners_subnet"] = out["newcomer_subnet"] == subnet0
         out["owner_kernel_kept"] = probes.kernel_entries(owner.netns) == kernel0
         out["owner_subnet_file_kept"] = lab.subnets()[owner.name] == subnet0
+        if newcomer:
+            # The spare is released while n1 is still cut off: the newcomer takes it, not n1's
+            # held subnet. (Released after the partition, it raced n1's return: a newcomer that
+            # retried between n1 taking its subnet back and the release found the pool full and
+            # exited, PoolExhausted.)
+            for key in spare_keys:
+                lab.etcd.etcdctl("del", key)
         out["partition_s"] = hole.stop()
         t_lift = time.monotonic()
         if newcomer:
-            # n1 takes its subnet back; then the spare is released and the newcomer takes it.
+            # n1 takes its subnet back; the newcomer has the spare.
             wait_for(lambda: own_net in probes.store_leases(lab), 30)
-            for key in spare_keys:
-                lab.etcd.etcdctl("del", key)
             lab.wait_for_subnet_file(n4, 60)
             out["newcomer_subnet_after"] = lab.subnets().get("n4")
         ok = wait_for(lambda: not probes.kernel_vs_leases(lab) and lab.routes_converged(), 60)
