@@ -4,14 +4,7 @@ The HTTP server itself is overlayd.health_server; the daemon binds the port here
 in use stops it with the flag to change) and starts serving once its datapath is being programmed,
 so http.server and the exposition code load while the kernel works (overlayd.daemon_main).
 
-- /healthz  200 while the daemon loop is alive: its Heartbeat was beaten within max_age seconds;
-            503 with the age otherwise (a stuck loop gets the pod restarted by its liveness probe).
-- /readyz   200 only once the readiness callback says so (subnet file written, rules in place);
-            503 with the reason in the body until then.
-- /metrics  the Prometheus text format of the daemon's own registry (overlayd.metrics).
-
-Bodies are plain text, one line, so `curl -s node:port/readyz` tells an operator what is missing.
-Port 0 picks a free port (tests read it from `server.port`).
+What each endpoint answers: overlayd.health_server.
 """
 from __future__ import annotations
 

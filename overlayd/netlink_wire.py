@@ -297,19 +297,13 @@ class Wire:
         chunks, interrupted = [], False
         while True:
             data = self.sock.recv(1 << 17)
-            off, end = 0, len(data)
-            while off + 16 <= end:
-                ln, mkind, flags, mseq, _ = _HDR.unpack_from(data, off)
-                if ln < 16:
-                    break
-                if mseq == seq:
-                    interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
-                    if mkind == NLMSG_DONE:
-                        chunks.append(data[:off])
-                        return chunks, interrupted
-                    if mkind == NLMSG_ERROR:
-                        raise _error_ack(data, off, ln, flags)
-                off += (ln + 3) & ~3
+            for off, ln, mkind, flags in _answers_to(seq, data):
+                interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
+                if mkind == NLMSG_DONE:
+                    chunks.append(data[:off])
+                    return chunks, interrupted
+                if mkind == NLMSG_ERROR:
+                    raise _error_ack(data, off, ln, flags)
             chunks.append(data)
 
     def request(self, kind: int, flags: int, payload: bytes) -> list[bytes]:
@@ -323,18 +317,24 @@ class Wire:
         answers = []
         while True:
             data = self.sock.recv(1 << 17)
-            off, end = 0, len(data)
-            while off + 16 <= end:
-                ln, mkind, mflags, mseq, _ = _HDR.unpack_from(data, off)
-                if ln < 16:
-                    break
-                if mseq == seq:
-                    if mkind == NLMSG_ERROR:
-                        if _I32.unpack_from(data, off + 16)[0]:
-                            raise _error_ack(data, off, ln, mflags)
-                        return answers
-                    answers.append(data[off:off + ln])
-                off += (ln + 3) & ~3
+            for off, ln, mkind, mflags in _answers_to(seq, data):
+                if mkind == NLMSG_ERROR:
+                    if _I32.unpack_from(data, off + 16)[0]:
+                        raise _error_ack(data, off, ln, mflags)
+                    return answers
+                answers.append(data[off:off + ln])
+
+
+def _answers_to(seq: int, data: bytes):
+    """(offset, length, type, flags) of each whole message in one datagram answering `seq`."""
+    off, end = 0, len(data)
+    while off + 16 <= end:
+        ln, kind, flags, mseq, _ = _HDR.unpack_from(data, off)
+        if ln < 16:
+            return
+        if mseq == seq:
+            yield off, ln, kind, flags
+        off += (ln + 3) & ~3
 
 
 # -- requests the dumps start with, and small decoders ---------------------------------------------
